@@ -1,0 +1,327 @@
+"""The frozen contracts between clients, workflows, activities and containers.
+
+Each workflow and activity takes one of these dataclasses and returns one. They evolve
+only by adding optional fields (with defaults) so that running workflows keep replaying.
+Names here are also the names a person sees in the Temporal UI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from ._serialization import CloudPickled
+
+# Names of workflows, activities, signals and queries: stable, never renamed.
+INVOCATION_WORKFLOW = "InvocationWorkflow"
+FLEET_WORKFLOW = "FleetWorkflow"
+CONTAINER_WORKFLOW = "ContainerWorkflow"
+APP_WORKFLOW = "AppWorkflow"
+EXECUTE_ACTIVITY = "apothic.execute"
+RESOLVE_ACTIVITY = "apothic.resolve_deployment"
+ENSURE_FLEET_ACTIVITY = "apothic.ensure_fleet"
+CLOSED_JOBS_ACTIVITY = "apothic.closed_jobs"
+RUN_CONTAINER_ACTIVITY = "apothic.run_container"
+RELEASE_CONTAINER_ACTIVITY = "apothic.release_container"
+
+# Exit codes of a function container (apothic.runtime).
+EXIT_OK = 0  # drained or stopped on request
+EXIT_REPLACE = 3  # an input could not be interrupted; the container retired itself
+EXIT_BAD_CODE = 4  # the function's code could not be loaded
+
+SEARCH_ATTR_APP = "ApothicApp"
+SEARCH_ATTR_FUNCTION = "ApothicFunction"
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
+
+
+def app_workflow_id(app: str) -> str:
+    return f"apothic-app:{app}"
+
+
+def fleet_workflow_id(app: str, function: str, version: int) -> str:
+    return f"apothic-fleet:{app}:{function}:v{version}"
+
+
+def container_workflow_id(app: str, function: str, version: int, container_id: str) -> str:
+    return f"apothic-container:{app}:{function}:v{version}:{container_id}"
+
+
+def deployment_task_queue(app: str, function: str, version: int) -> str:
+    return f"apothic:{app}:{function}:v{version}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrySpec:
+    """A function's retry policy for its own errors (see ``apothic.Retries``)."""
+
+    max_retries: int = 0
+    initial_delay: float = 1.0
+    backoff_coefficient: float = 2.0
+    max_delay: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionSpec:
+    """What the control plane needs to know about one function of a deployment."""
+
+    name: str
+    qualname: str = ""
+    module: str = ""
+    cpu: int = 1
+    memory_mb: int = 1024
+    timeout_s: int = 600
+    retry: RetrySpec = dataclasses.field(default_factory=RetrySpec)
+    concurrent_requests: int = 1
+    max_pending_tasks: int = 100
+    max_containers: int = 1
+    tasks_per_container: int = 1
+    provider: str = "process"
+    is_async: bool = False
+    is_generator: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployFunction:
+    spec: FunctionSpec
+    code: CloudPickled
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployRequest:
+    """A whole app's functions, as ``app.deploy()`` sends them."""
+
+    app: str
+    functions: list[DeployFunction]
+    code_hash: str
+    client: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployResult:
+    app: str
+    version: int
+    created: bool
+    functions: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class AppVersion:
+    version: int
+    code_hash: str
+    deployed_at: str
+    functions: list[DeployFunction]
+
+
+@dataclasses.dataclass(frozen=True)
+class AppState:
+    """The AppWorkflow's state, carried across continue-as-new."""
+
+    app: str
+    versions: list[AppVersion] = dataclasses.field(default_factory=list)
+    removed: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class AppMemo:
+    """The AppWorkflow's memo: its current version, readable with one ``describe``."""
+
+    app: str
+    version: int = 0
+    deployed_at: str = ""
+    functions: list[FunctionSpec] = dataclasses.field(default_factory=list)
+    removed: bool = False
+
+
+APP_MEMO_KEY = "apothic.current"
+
+
+@dataclasses.dataclass(frozen=True)
+class AppSummary:
+    app: str
+    version: int
+    deployed_at: str
+    functions: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """One function at one version: where its inputs go and how they run."""
+
+    app: str
+    function: str
+    version: int
+    task_queue: str
+    fleet_id: str
+    spec: FunctionSpec
+    # Platform settings of the control worker that resolved it (temporal-dev.yaml `worker`).
+    startup_timeout_s: float = 300.0
+    idle_s: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolveRequest:
+    app: str
+    function: str
+    version: int = 0  # 0: the current version
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeRequest:
+    function: str
+    version: int
+
+
+def make_deployment(app: str, spec: FunctionSpec, version: int, startup_timeout_s: float, idle_s: float) -> Deployment:
+    return Deployment(
+        app=app,
+        function=spec.name,
+        version=version,
+        task_queue=deployment_task_queue(app, spec.name, version),
+        fleet_id=fleet_workflow_id(app, spec.name, version),
+        spec=spec,
+        startup_timeout_s=startup_timeout_s,
+        idle_s=idle_s,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class InvocationInput:
+    """One call of a function: the Job."""
+
+    job_id: str
+    app: str
+    function: str
+    args: CloudPickled
+    version: int = 0  # 0: the version current when the job starts
+    submitted_at: str = ""
+    # Resolved by the client from the app's memo; None: resolve in the workflow.
+    deployment: Deployment | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InvocationResult:
+    value: CloudPickled
+    logs: str = ""
+    version: int = 0
+    container_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobInfo:
+    """What the ``status`` query of an InvocationWorkflow answers."""
+
+    job_id: str
+    app: str
+    function: str
+    version: int
+    status: str
+    attempt: int = 0
+    container_id: str = ""
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecuteInput:
+    """One input for ``apothic.execute`` on a deployment's task queue."""
+
+    job_id: str
+    function: str
+    version: int
+    args: CloudPickled
+    timeout_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecuteOutput:
+    value: CloudPickled
+    logs: str = ""
+    container_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Demand:
+    """Signal to a fleet: a job needs (``active``) or no longer needs capacity."""
+
+    job_id: str
+    active: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerRecord:
+    container_id: str
+    started_at: str
+    draining: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetInput:
+    deployment: Deployment
+    containers: list[ContainerRecord] = dataclasses.field(default_factory=list)
+    outstanding: list[str] = dataclasses.field(default_factory=list)
+    failures: int = 0
+    retired: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetStatus:
+    deployment: Deployment
+    containers: list[ContainerRecord]
+    outstanding: list[str]
+    failures: int
+    retired: bool
+    last_error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerStopped:
+    container_id: str
+    ok: bool
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerInput:
+    container_id: str
+    deployment: Deployment
+    fleet_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContainerInput:
+    """For the provider activity that starts, watches and stops one container."""
+
+    container_id: str
+    container_workflow_id: str
+    deployment: Deployment
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContainerOutput:
+    container_id: str
+    exit_code: int
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseInput:
+    container_id: str
+    provider: str
+    handle: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedJobsRequest:
+    job_ids: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedJobsResult:
+    closed: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsureFleetRequest:
+    deployment: Deployment
+    demand: Demand
