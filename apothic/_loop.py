@@ -1,0 +1,156 @@
+"""One implementation, two faces: blocking calls and their ``.aio`` async twins.
+
+Every I/O method of the SDK is written once, as a coroutine. The Temporal client belongs to
+one background event loop (a daemon thread started on first use): the blocking face submits
+the coroutine there and waits; the ``.aio`` face submits it there and awaits it from the
+caller's own loop. There is never an ``asyncio.run()`` per call, and the client is only ever
+used on the loop it was connected in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import functools
+import threading
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The SDK's event loop, started on first use in a daemon thread."""
+    global _loop, _thread
+    with _lock:
+        if _loop is None or _loop.is_closed() or _thread is None or not _thread.is_alive():
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            _thread = threading.Thread(target=run, name="apothic-loop", daemon=True)
+            _thread.start()
+            ready.wait()
+            _loop = loop
+        return _loop
+
+
+def _stop_background_loop() -> None:
+    """At exit: cancel what still runs on the SDK's loop and stop it before the interpreter goes."""
+    loop, thread = _loop, _thread
+    if loop is None or thread is None or not thread.is_alive():
+        return
+
+    async def cancel_all() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout=2)
+    except Exception:  # noqa: BLE001 - best effort at exit
+        pass
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=2)
+
+
+atexit.register(_stop_background_loop)
+
+
+def run_blocking(coro: Coroutine[Any, Any, T], *, aio_hint: str = "") -> T:
+    """Run ``coro`` on the background loop and wait for it in this thread."""
+    loop = background_loop()
+    if threading.current_thread() is _thread:
+        coro.close()
+        raise RuntimeError("a blocking Apothic call was made from Apothic's own event loop")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        hint = f" Use `await {aio_hint}` instead." if aio_hint else " Use the `.aio` form instead."
+        warnings.warn(
+            f"A blocking Apothic call was made inside a running event loop; it blocks that loop.{hint}",
+            stacklevel=3,
+        )
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        future.cancel()
+        raise
+
+
+async def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` from any event loop, running it on the background loop."""
+    loop = background_loop()
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    if current is loop:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
+class synced(Generic[T]):
+    """Decorator for an ``async def`` method: ``obj.m(...)`` blocks, ``obj.aio.m(...)`` awaits.
+
+    The class must expose ``aio = AioNamespace.descriptor()``.
+    """
+
+    def __init__(self, afn: Callable[..., Awaitable[T]]) -> None:
+        self.afn = afn
+        self.name = afn.__name__
+        functools.update_wrapper(self, afn)  # type: ignore[arg-type]
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        afn = self.afn
+        hint = f"<{type(obj).__name__}>.aio.{self.name}(...)"
+
+        @functools.wraps(afn)
+        def blocking(*args: Any, **kwargs: Any) -> Any:
+            return run_blocking(afn(obj, *args, **kwargs), aio_hint=hint)
+
+        return blocking
+
+
+class AioNamespace:
+    """``obj.aio``: the async twins of ``obj``'s blocking methods."""
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(type(self._obj), name, None)
+        if not isinstance(attr, synced):
+            raise AttributeError(f"{type(self._obj).__name__}.aio has no method {name!r}")
+        afn, obj = attr.afn, self._obj
+
+        @functools.wraps(afn)
+        async def twin(*args: Any, **kwargs: Any) -> Any:
+            return await run_async(afn(obj, *args, **kwargs))
+
+        return twin
+
+    def __dir__(self) -> list[str]:
+        return sorted(n for n, v in vars(type(self._obj)).items() if isinstance(v, synced))
+
+    @staticmethod
+    def descriptor() -> Any:
+        return property(lambda self: AioNamespace(self), doc="Async twins of this object's blocking methods.")

@@ -1,0 +1,217 @@
+"""Decoration-time validation of ``@app.function(...)`` options.
+
+Every problem is collected, then raised once as :class:`apothic.InvalidError` (or
+:class:`apothic.NotSupportedError` when the only problems are options whose behaviour is not
+built yet), each with its location, the bad value, the allowed range and the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._resources import Cron, LivConfig, Period, Retries, Secret, StorageMount
+from .exceptions import InvalidError, NotSupportedError
+
+_FIXES = {
+    "cpu": "give a whole number of cores, e.g. cpu=2",
+    "memory_mb": "give memory in MiB, e.g. memory_mb=2048",
+    "timeout_s": "give the per-attempt limit in whole seconds, e.g. timeout_s=300",
+    "max_retries": "give how many times to retry after the first attempt, e.g. max_retries=3",
+    "retries": "give an int (retries=3) or apothic.Retries(max_retries=3, initial_delay=1.0)",
+    "concurrent_requests": "give how many inputs one container runs at once, e.g. concurrent_requests=1",
+    "max_pending_tasks": "give how many inputs may wait for capacity, e.g. max_pending_tasks=100",
+    "max_containers": "give the most containers this function may run at once, e.g. max_containers=4",
+    "tasks_per_container": "give how many inputs a container serves before it is replaced",
+    "disk_gb": "give disk in GB, e.g. disk_gb=50",
+    "gpu": "give a GPU model name like 'RTX_4090' or a list of names",
+    "schedule": "give apothic.Cron('0 * * * *') or apothic.Period(minutes=5)",
+}
+
+
+def _allowed(err: dict[str, Any]) -> str:
+    ctx = err.get("ctx") or {}
+    parts = []
+    for key, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if key in ctx:
+            parts.append(f"{sym} {ctx[key]}")
+    if "min_length" in ctx:
+        parts.append(f"length >= {ctx['min_length']}")
+    if parts:
+        return " and ".join(parts)
+    if "expected" in ctx:
+        return str(ctx["expected"])
+    kind = err.get("type", "")
+    return {
+        "int_type": "a whole number",
+        "int_parsing": "a whole number",
+        "int_from_float": "a whole number",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "bool_type": "True or False",
+        "bool_parsing": "True or False",
+        "string_type": "a string",
+        "list_type": "a list",
+        "dict_type": "a dict",
+        "extra_forbidden": "no such option",
+    }.get(kind, err.get("msg", ""))
+
+
+def format_problem(loc: str, value: Any, allowed: str, fix: str, msg: str = "") -> str:
+    line = f"  - {loc} = {value!r}: "
+    line += f"{msg}; " if msg else ""
+    line += f"allowed: {allowed}. Fix: {fix}."
+    return line
+
+
+def format_validation_error(e: ValidationError, where: str) -> str:
+    lines = [f"{where}: {e.error_count()} invalid option(s):"]
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "value"
+        head = str(err["loc"][0]) if err["loc"] else ""
+        lines.append(
+            format_problem(loc, err.get("input"), _allowed(err), _FIXES.get(head, "correct the value"), err["msg"])
+        )
+    return "\n".join(lines)
+
+
+class FunctionOptions(BaseModel):
+    """The validated options of one function (names and defaults of the API reference)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, strict=False)
+
+    schedule: Cron | Period | None = None
+    liv: LivConfig | dict[str, Any] | tuple[Any, ...] | None = None
+    gpu: str | list[str] | None = None
+    gpu_count: int | None = Field(default=None, ge=1, le=16)
+    min_vram_gb: int | None = Field(default=None, ge=1, le=1024)
+    geolocation: str | list[str] | None = None
+    offer_filters: dict[str, dict[str, Any]] | None = None
+    max_cost_per_hour_usd: float | None = Field(default=None, gt=0)
+    max_cost_per_tflop_hour_usd: float | None = Field(default=None, gt=0)
+    min_total_flops: float | None = Field(default=None, ge=0)
+    min_gpu_ram_bandwidth_gbps: float | None = Field(default=None, ge=0)
+    min_cpu_cores: float | None = Field(default=None, ge=0)
+    min_cpu_ram_gb: float | None = Field(default=None, ge=0)
+    min_cpu_ghz: float | None = Field(default=None, ge=0)
+    min_disk_bandwidth_mb_s: float | None = Field(default=None, ge=0)
+    min_internet_upload_mbps: float | None = Field(default=None, ge=0)
+    min_internet_download_mbps: float | None = Field(default=None, ge=0)
+    secure_cloud_only: bool | None = None
+    cpu: int = Field(default=1, ge=1, le=256)
+    memory_mb: int = Field(default=1024, ge=64, le=4 * 1024 * 1024)
+    disk_gb: float | None = Field(default=None, gt=0, le=100_000)
+    timeout_s: int = Field(default=600, ge=1, le=7 * 86400)
+    retries: int | Retries | None = None
+    max_retries: int = Field(default=0, ge=0, le=100)
+    concurrent_requests: int = Field(default=1, ge=1, le=1000)
+    max_pending_tasks: int = Field(default=100, ge=1, le=1_000_000)
+    max_containers: int = Field(default=1, ge=1, le=1000)
+    tasks_per_container: int = Field(default=1, ge=1, le=1_000_000)
+    image: Any = None
+    secrets: list[Secret] | None = None
+    volumes: dict[str, StorageMount] | list[StorageMount] | None = None
+
+    @field_validator("retries")
+    @classmethod
+    def _retries_range(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= 100:
+            raise ValueError("retries must be between 0 and 100")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image_type(cls, v: Any) -> Any:
+        from ._image import Image
+
+        if v is not None and not isinstance(v, Image):
+            raise ValueError(f"image must be an apothic.Image, got {type(v).__name__}")
+        return v
+
+    def retry_policy(self) -> Retries:
+        """How ``retries`` and ``max_retries`` combine (at most one may be set).
+
+        ``retries=Retries(...)`` is used as given; ``retries=n`` or ``max_retries=n`` mean
+        ``Retries(max_retries=n)`` with its default backoff (1 s, doubling, at most 60 s).
+        """
+        if isinstance(self.retries, Retries):
+            return self.retries
+        if isinstance(self.retries, int):
+            return Retries(max_retries=self.retries)
+        return Retries(max_retries=self.max_retries)
+
+
+# Options whose behaviour is not built yet: refused when not at their default.
+_NOT_YET = {
+    "schedule": "schedules",
+    "liv": "generated implementations (liv)",
+    "gpu": "GPU placement",
+    "gpu_count": "GPU placement",
+    "min_vram_gb": "GPU placement",
+    "geolocation": "placement filters",
+    "offer_filters": "placement filters",
+    "max_cost_per_hour_usd": "placement filters",
+    "max_cost_per_tflop_hour_usd": "placement filters",
+    "min_total_flops": "placement filters",
+    "min_gpu_ram_bandwidth_gbps": "placement filters",
+    "min_cpu_cores": "placement filters",
+    "min_cpu_ram_gb": "placement filters",
+    "min_cpu_ghz": "placement filters",
+    "min_disk_bandwidth_mb_s": "placement filters",
+    "min_internet_upload_mbps": "placement filters",
+    "min_internet_download_mbps": "placement filters",
+    "secure_cloud_only": "placement filters",
+    "disk_gb": "disk sizing",
+    "image": "custom images",
+    "secrets": "secrets",
+    "volumes": "volumes",
+}
+_DEFAULTS_NOT_YET = {
+    "concurrent_requests": (1, "several inputs at once in one container"),
+    "max_pending_tasks": (100, "a custom pending-input limit"),
+    "tasks_per_container": (1, "recycling containers after N inputs"),
+}
+
+
+def validate_options(fn_name: str, raw: dict[str, Any], fn: Any = None) -> FunctionOptions:
+    """Validate ``@app.function(**raw)`` for ``fn_name``; raise once with every problem."""
+    where = f"@app.function(...) on {fn_name!r}"
+    problems: list[str] = []
+    try:
+        opts = FunctionOptions(**raw)
+    except ValidationError as e:
+        problems.extend(format_validation_error(e, where).splitlines()[1:])
+        opts = None
+    if raw.get("retries") is not None and raw.get("max_retries"):
+        problems.append(
+            format_problem(
+                "retries/max_retries",
+                (raw["retries"], raw["max_retries"]),
+                "one of the two",
+                "set retries=Retries(max_retries=..., ...) or max_retries=..., not both",
+                "both set",
+            )
+        )
+    unsupported: list[str] = []
+    for name, what in _NOT_YET.items():
+        if raw.get(name) not in (None, [], {}):
+            unsupported.append(
+                format_problem(name, raw[name], "the default (None)", f"remove {name}=...", f"{what}: not supported yet")
+            )
+    for name, (default, what) in _DEFAULTS_NOT_YET.items():
+        if name in raw and raw[name] != default:
+            unsupported.append(
+                format_problem(name, raw[name], f"{default}", f"remove {name}=...", f"{what}: not supported yet")
+            )
+    for attr, what in (("__apothic_concurrent__", "@concurrent(...)"), ("__apothic_batched__", "@batched(...)")):
+        if fn is not None and getattr(fn, attr, None) is not None:
+            unsupported.append(
+                format_problem(what, getattr(fn, attr), "not used", f"remove {what}", "not supported yet")
+            )
+    if problems or unsupported:
+        cls = InvalidError if problems else NotSupportedError
+        lines = problems + unsupported
+        raise cls(f"{where}: {len(lines)} problem(s):\n" + "\n".join(lines))
+    assert opts is not None
+    return opts

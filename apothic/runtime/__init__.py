@@ -1,0 +1,7 @@
+"""The function container: ``python -m apothic.runtime``.
+
+A Temporal worker on one deployment's task queue that executes inputs as the activity
+``apothic.execute``. It only dials out to the Temporal server. User code runs in the main
+thread, so a cancel or a timeout can interrupt even a blocking ``time.sleep``; a function that
+ignores the interruption gets its container replaced.
+"""

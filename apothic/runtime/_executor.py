@@ -1,0 +1,159 @@
+"""Runs user code in the main thread, interruptibly, with its output captured."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import inspect
+import os
+import queue
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+LOG_LIMIT = 256 * 1024
+
+
+class Interrupted(BaseException):
+    """Raised inside user code when its input is cancelled or times out.
+
+    A BaseException, like KeyboardInterrupt, so that ``except Exception`` in user code does
+    not swallow it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass
+class WorkItem:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
+    interrupt_reason: str = ""
+    log_path: str = ""
+
+
+class MainThreadExecutor:
+    """A queue of inputs served by the main thread, one at a time."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[WorkItem | None] = queue.Queue()
+        self._current: WorkItem | None = None
+        self._in_user_code = False
+        self._main_ident = threading.main_thread().ident
+
+    def submit(self, item: WorkItem) -> concurrent.futures.Future:
+        self._queue.put(item)
+        return item.future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def interrupt(self, item: WorkItem, reason: str) -> None:
+        """Ask the main thread to abandon ``item`` by raising :class:`Interrupted` in it."""
+        item.interrupt_reason = reason
+        if self._current is item and self._main_ident is not None:
+            signal.pthread_kill(self._main_ident, signal.SIGUSR1)
+        elif not item.future.done():
+            item.future.set_exception(Interrupted(reason))
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        item = self._current
+        if item is not None and item.interrupt_reason and self._in_user_code:
+            raise Interrupted(item.interrupt_reason)
+
+    def serve_forever(self) -> None:
+        signal.signal(signal.SIGUSR1, self._on_signal)
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if item.future.done():  # interrupted before it started
+                continue
+            self._run(item)
+
+    def _run(self, item: WorkItem) -> None:
+        self._current = item
+        capture = _Capture()
+        item.log_path = capture.path
+        try:
+            with capture:
+                self._in_user_code = True
+                try:
+                    result = item.fn(*item.args, **item.kwargs)
+                    if inspect.isawaitable(result):
+                        result = asyncio.run(_awaited(result))
+                finally:
+                    self._in_user_code = False
+        except BaseException as e:  # noqa: BLE001 - everything goes back to the caller
+            if not item.future.done():
+                item.future.set_exception(e)
+        else:
+            if not item.future.done():
+                item.future.set_result(result)
+        finally:
+            self._current = None
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class _Capture:
+    """Send fds 1 and 2 (and sys.stdout/err) to a file while user code runs."""
+
+    def __init__(self) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="apothic-log-", suffix=".txt")
+        self._fd = fd
+
+    def __enter__(self) -> "_Capture":
+        for stream in (sys.stdout, sys.stderr):
+            _flush(stream)
+        self._saved = (os.dup(1), os.dup(2))
+        os.dup2(self._fd, 1)
+        os.dup2(self._fd, 2)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            _flush(stream)
+        os.dup2(self._saved[0], 1)
+        os.dup2(self._saved[1], 2)
+        os.close(self._saved[0])
+        os.close(self._saved[1])
+        os.close(self._fd)
+
+    def read(self) -> str:
+        return read_log(self.path)
+
+
+def _flush(stream: Any) -> None:
+    try:
+        stream.flush()
+    except Exception:  # noqa: BLE001 - a closed or odd stream must not break a run
+        pass
+
+
+def read_log(path: str, limit: int = LOG_LIMIT) -> str:
+    """The last ``limit`` bytes of a captured log, marked when cut."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", "replace")
+    if size > limit:
+        text = f"[... {size - limit} earlier bytes cut ...]\n" + text
+    return text

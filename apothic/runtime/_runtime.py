@@ -1,0 +1,215 @@
+"""The container's Temporal worker and its ``apothic.execute`` activity."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+import traceback
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from .._client import connect
+from .._config import Settings
+from .._contracts import (
+    EXECUTE_ACTIVITY,
+    EXIT_BAD_CODE,
+    EXIT_REPLACE,
+    CodeRequest,
+    ExecuteInput,
+    ExecuteOutput,
+    app_workflow_id,
+)
+from .._serialization import CloudPickled
+from ._executor import Interrupted, MainThreadExecutor, WorkItem, read_log
+
+# How long user code gets to stop after a cancel or timeout before its container is replaced.
+INTERRUPT_GRACE_S = 5.0
+HEARTBEAT_EVERY_S = 1.0
+HEARTBEAT_LOG_BYTES = 32 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    container_id: str
+    app: str
+    function: str
+    version: int
+    task_queue: str
+    concurrency: int = 1
+    parent_pid: int = 0
+    idle_s: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> "RuntimeConfig":
+        env = os.environ
+        return cls(
+            container_id=env["APOTHIC_CONTAINER_ID"],
+            app=env["APOTHIC_APP"],
+            function=env["APOTHIC_FUNCTION"],
+            version=int(env["APOTHIC_VERSION"]),
+            task_queue=env["APOTHIC_TASK_QUEUE"],
+            concurrency=int(env.get("APOTHIC_CONCURRENCY", "1")),
+            parent_pid=int(env.get("APOTHIC_PARENT_PID", "0") or 0),
+            idle_s=float(env.get("APOTHIC_IDLE_S", "60")),
+        )
+
+
+def user_error(e: BaseException, logs: str) -> ApplicationError:
+    """Wrap a user exception: its pickle, type and traceback travel as details."""
+    cls = type(e)
+    qualname = f"{cls.__module__}.{cls.__qualname__}"
+    tb = "".join(traceback.format_exception(e))
+    try:
+        pickled: CloudPickled | None = CloudPickled.dump(e, kind="exception")
+    except Exception:  # noqa: BLE001 - unpicklable exceptions travel as text
+        pickled = None
+    return ApplicationError(
+        f"{cls.__name__}: {e}",
+        {"exc": pickled, "type": qualname, "traceback": tb, "logs": logs},
+        type=qualname,
+    )
+
+
+class Runtime:
+    """Loads the function's code, then serves its inputs until drained."""
+
+    def __init__(self, config: RuntimeConfig, settings: Settings, executor: MainThreadExecutor) -> None:
+        self.config = config
+        self.settings = settings
+        self.executor = executor
+        self.exit_code = 0
+        self.stuck = False
+        self.fn: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shutdown: asyncio.Event | None = None
+        self._shutdown_reason = ""
+        self._in_flight = 0
+        self._last_busy = time.monotonic()
+
+    def request_shutdown(self, reason: str) -> None:
+        """Thread-safe: stop polling, let in-flight inputs finish, exit."""
+        self._shutdown_reason = reason
+        if self._loop is not None and self._shutdown is not None:
+            self._loop.call_soon_threadsafe(self._shutdown.set)
+
+    async def serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._shutdown = asyncio.Event()
+        if self._shutdown_reason:
+            return
+        cfg = self.config
+        client = await connect(self.settings, start_embedded=False)
+        code = await client.get_workflow_handle(app_workflow_id(cfg.app)).query(
+            "code", CodeRequest(function=cfg.function, version=cfg.version), result_type=CloudPickled
+        )
+        try:
+            self.fn = code.load()
+        except Exception:
+            traceback.print_exc()
+            self.exit_code = EXIT_BAD_CODE
+            return
+        worker = Worker(
+            client,
+            task_queue=cfg.task_queue,
+            activities=[self.execute],
+            max_concurrent_activities=max(1, cfg.concurrency),
+            max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_EVERY_S),
+            default_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_EVERY_S),
+            graceful_shutdown_timeout=timedelta(hours=24),
+        )
+        watch = asyncio.create_task(self._watch())
+        run = asyncio.create_task(worker.run())
+        print(f"apothic container {cfg.container_id} serving {cfg.task_queue}", flush=True)
+        await asyncio.wait({run, asyncio.create_task(self._shutdown.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        watch.cancel()
+        print(f"apothic container {cfg.container_id} draining ({self._shutdown_reason or 'worker stopped'})", flush=True)
+        if not run.done():
+            await worker.shutdown()
+        await run
+
+    async def _watch(self) -> None:
+        """Drain when idle for the idle window, or when the process that started us is gone."""
+        parent = self.config.parent_pid
+        while True:
+            await asyncio.sleep(min(1.0, self.config.idle_s / 4))
+            if parent and os.getppid() != parent:
+                self.request_shutdown("parent exited")
+                return
+            if not self._in_flight and time.monotonic() - self._last_busy >= self.config.idle_s:
+                self.request_shutdown(f"idle for {self.config.idle_s:g} s")
+                return
+
+    @activity.defn(name=EXECUTE_ACTIVITY)
+    async def execute(self, inp: ExecuteInput) -> ExecuteOutput:
+        cfg = self.config
+        if inp.function != cfg.function or inp.version != cfg.version:
+            raise ApplicationError(
+                f"input for {inp.function} v{inp.version} reached the container of {cfg.function} v{cfg.version}",
+                type="apothic.InvalidInput",
+                non_retryable=True,
+            )
+        self._in_flight += 1
+        try:
+            return await self._execute(inp)
+        finally:
+            self._in_flight -= 1
+            self._last_busy = time.monotonic()
+
+    async def _execute(self, inp: ExecuteInput) -> ExecuteOutput:
+        cfg = self.config
+        args, kwargs = inp.args.load()
+        item = WorkItem(self.fn, tuple(args), dict(kwargs))
+        fut = asyncio.wrap_future(self.executor.submit(item))
+        deadline = time.monotonic() + inp.timeout_s
+        try:
+            while not fut.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    await self._interrupt(item, fut, "timeout")
+                    break
+                await asyncio.wait({fut}, timeout=min(HEARTBEAT_EVERY_S, remaining))
+                if not fut.done():
+                    activity.heartbeat({"logs": read_log(item.log_path, HEARTBEAT_LOG_BYTES)})
+        except asyncio.CancelledError:
+            await self._interrupt(item, fut, "cancelled")
+            raise
+        logs = read_log(item.log_path)
+        if item.log_path:
+            os.unlink(item.log_path)
+        if not fut.done():
+            raise ApplicationError(
+                f"the function ran longer than its timeout_s={inp.timeout_s:g} and ignored the interruption; "
+                "its container was replaced",
+                {"logs": logs},
+                type="FunctionTimeoutError",
+            )
+        try:
+            result = fut.result()
+        except Interrupted as e:
+            if e.reason == "timeout":
+                raise ApplicationError(
+                    f"the function ran longer than its timeout_s={inp.timeout_s:g}",
+                    {"logs": logs},
+                    type="FunctionTimeoutError",
+                ) from None
+            raise asyncio.CancelledError() from None
+        except BaseException as e:  # noqa: BLE001 - the user's own error
+            raise user_error(e, logs) from None
+        return ExecuteOutput(
+            value=CloudPickled.dump(result, kind="result"), logs=logs, container_id=cfg.container_id
+        )
+
+    async def _interrupt(self, item: WorkItem, fut: asyncio.Future, reason: str) -> None:
+        self.executor.interrupt(item, reason)
+        await asyncio.wait({fut}, timeout=INTERRUPT_GRACE_S)
+        if not fut.done():
+            # The code ignores interruption: retire this container once this input is reported.
+            self.stuck = True
+            self.exit_code = EXIT_REPLACE
+            self.request_shutdown(f"an input ignored its {reason} for {INTERRUPT_GRACE_S:g} s")

@@ -1,0 +1,118 @@
+"""ContainerWorkflow: one function container's life, always ending in its release."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+from apothic._contracts import (
+    CONTAINER_WORKFLOW,
+    EXIT_OK,
+    EXIT_REPLACE,
+    RELEASE_CONTAINER_ACTIVITY,
+    RUN_CONTAINER_ACTIVITY,
+    ContainerInput,
+    ContainerStopped,
+    ReleaseInput,
+    RunContainerInput,
+    RunContainerOutput,
+)
+
+# How long the provider activity may go without a heartbeat before its control worker is
+# considered lost (the container is then started again by another worker).
+RUN_HEARTBEAT = timedelta(seconds=20)
+
+
+@workflow.defn(name=CONTAINER_WORKFLOW)
+class ContainerWorkflow:
+    """Start → watch → (drain | failure | cancel) → release, then tell the fleet.
+
+    The provider activity starts the container, heartbeats while it lives and stops it
+    gracefully when cancelled (a drain lets in-flight inputs finish). Whatever happened, the
+    ``release`` activity runs last, so no process, container or rented machine outlives its
+    workflow.
+    """
+
+    @workflow.init
+    def __init__(self, inp: ContainerInput) -> None:
+        self.inp = inp
+        self.drain_requested = False
+        self.state = "starting"
+
+    @workflow.signal
+    def drain(self) -> None:
+        self.drain_requested = True
+
+    @workflow.query
+    def status(self) -> str:
+        return self.state
+
+    @workflow.run
+    async def run(self, inp: ContainerInput) -> RunContainerOutput:
+        dep = inp.deployment
+        ok, reason, exit_code = True, "drained", 0
+        run = workflow.start_activity(
+            RUN_CONTAINER_ACTIVITY,
+            RunContainerInput(
+                container_id=inp.container_id, container_workflow_id=workflow.info().workflow_id, deployment=dep
+            ),
+            result_type=RunContainerOutput,
+            start_to_close_timeout=timedelta(days=365),
+            heartbeat_timeout=RUN_HEARTBEAT,
+            retry_policy=RetryPolicy(
+                maximum_attempts=3,
+                initial_interval=timedelta(seconds=1),
+                non_retryable_error_types=["ContainerExited", "ContainerStartFailed"],
+            ),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=f"run container {inp.container_id}",
+        )
+        self.state = "running"
+        cancelled = False
+        try:
+            await workflow.wait_condition(lambda: self.drain_requested or run.done())
+            if not run.done():
+                self.state = "draining"
+                run.cancel()
+            try:
+                out = await run
+                exit_code, reason = out.exit_code, out.reason or "exited"
+                ok = out.exit_code in (EXIT_OK, EXIT_REPLACE)
+            except ActivityError as e:
+                if self.drain_requested and isinstance(e.cause, CancelledError):
+                    ok, reason = True, "drained"
+                else:
+                    cause = e.cause
+                    ok = False
+                    reason = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+        except (asyncio.CancelledError, CancelledError):
+            # Cancelled from outside (UI, CLI): stop the container, then release as below.
+            # (Not a `finally`: that would also run when the worker evicts this workflow.)
+            cancelled, ok, reason = True, True, "cancelled"
+            if not run.done():
+                run.cancel()
+                try:
+                    await run
+                except (ActivityError, asyncio.CancelledError, CancelledError):
+                    pass
+        self.state = "releasing"
+        await workflow.execute_activity(
+            RELEASE_CONTAINER_ACTIVITY,
+            ReleaseInput(container_id=inp.container_id, provider=dep.spec.provider),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+        )
+        self.state = "released"
+        try:
+            await workflow.get_external_workflow_handle(inp.fleet_id).signal(
+                "container_stopped", ContainerStopped(container_id=inp.container_id, ok=ok, reason=reason)
+            )
+        except Exception:
+            pass  # the fleet has ended; nobody is waiting for this container
+        if cancelled:
+            raise CancelledError("container workflow cancelled")
+        return RunContainerOutput(container_id=inp.container_id, exit_code=exit_code, reason=reason)

@@ -1,0 +1,196 @@
+"""FleetWorkflow: the autoscaler of one deployment (app, function, version)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from apothic._contracts import (
+    CLOSED_JOBS_ACTIVITY,
+    CONTAINER_WORKFLOW,
+    FLEET_WORKFLOW,
+    ClosedJobsRequest,
+    ClosedJobsResult,
+    ContainerInput,
+    ContainerRecord,
+    ContainerStopped,
+    Demand,
+    FleetInput,
+    FleetStatus,
+    container_workflow_id,
+)
+
+# Consecutive container failures after which the jobs waiting for capacity are failed.
+MAX_START_FAILURES = 3
+MAX_BACKOFF_S = 60.0
+# Continue-as-new well before Temporal's history limits.
+MAX_HISTORY_EVENTS = 4000
+
+
+@workflow.defn(name=FLEET_WORKFLOW)
+class FleetWorkflow:
+    """Starts containers for the jobs that wait for this deployment.
+
+    A job that is not finished shortly after it was submitted signals ``demand`` (and
+    ``demand(active=False)`` when it ends); calls served at once by a warm container never
+    involve the fleet. The fleet runs ``ceil(waiting / concurrent_requests)`` containers, at
+    most ``max_containers``. A container drains itself after the idle window without inputs;
+    each is a ContainerWorkflow (abandoned child) that signals ``container_stopped`` once it
+    has released its machine. A fleet with no container and no waiting job ends. A retired
+    fleet (its version was superseded or the app removed) still serves the jobs that started on
+    its version, and drains its containers as soon as none waits.
+    """
+
+    @workflow.init
+    def __init__(self, inp: FleetInput) -> None:
+        self.dep = inp.deployment
+        self.containers: dict[str, ContainerRecord] = {c.container_id: c for c in inp.containers}
+        self.outstanding: dict[str, None] = dict.fromkeys(inp.outstanding)
+        self.failures = inp.failures
+        self.retired = inp.retired
+        self.last_error = ""
+        self.changed = False
+
+    @workflow.signal
+    def demand(self, d: Demand) -> None:
+        if d.active:
+            self.outstanding[d.job_id] = None
+        else:
+            self.outstanding.pop(d.job_id, None)
+        self.changed = True
+
+    @workflow.signal
+    def container_stopped(self, s: ContainerStopped) -> None:
+        self.containers.pop(s.container_id, None)
+        if s.ok:
+            self.failures = 0
+        else:
+            self.failures += 1
+            self.last_error = s.reason
+        self.changed = True
+
+    @workflow.signal
+    def retire(self) -> None:
+        self.retired = True
+        self.changed = True
+
+    @workflow.query
+    def status(self) -> FleetStatus:
+        return FleetStatus(
+            deployment=self.dep,
+            containers=list(self.containers.values()),
+            outstanding=list(self.outstanding),
+            failures=self.failures,
+            retired=self.retired,
+            last_error=self.last_error,
+        )
+
+    @workflow.run
+    async def run(self, inp: FleetInput) -> None:
+        while True:
+            if self.failures >= MAX_START_FAILURES and self.outstanding:
+                await self._fail_waiting_jobs()
+            if self.retired and not self.outstanding:
+                await self._drain_all()
+            else:
+                await self._scale_up()
+            if not self.containers and not self.outstanding:
+                return  # nothing to hold; the next job that waits starts the fleet again
+            if self._should_continue_as_new():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(self._carry())
+            timeout = self._next_wakeup()
+            self.changed = False
+            try:
+                await workflow.wait_condition(lambda: self.changed, timeout=timeout)
+            except asyncio.TimeoutError:
+                await self._on_timer()
+
+    def _active(self) -> list[ContainerRecord]:
+        return [c for c in self.containers.values() if not c.draining]
+
+    def _wanted(self) -> int:
+        if not self.outstanding:
+            return 0
+        per = max(1, self.dep.spec.concurrent_requests)
+        return min(self.dep.spec.max_containers, math.ceil(len(self.outstanding) / per))
+
+    async def _scale_up(self) -> None:
+        missing = self._wanted() - len(self._active())
+        if missing <= 0 or self.failures >= MAX_START_FAILURES:
+            return
+        if self.failures:
+            await workflow.sleep(min(MAX_BACKOFF_S, 2.0**self.failures))
+        for _ in range(missing):
+            cid = f"c-{str(workflow.uuid4())[:12]}"
+            record = ContainerRecord(container_id=cid, started_at=workflow.now().isoformat())
+            self.containers[cid] = record
+            await workflow.start_child_workflow(
+                CONTAINER_WORKFLOW,
+                ContainerInput(container_id=cid, deployment=self.dep, fleet_id=workflow.info().workflow_id),
+                id=container_workflow_id(self.dep.app, self.dep.function, self.dep.version, cid),
+                task_queue=workflow.info().task_queue,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                static_summary=f"container {cid} of {self.dep.app}.{self.dep.function} v{self.dep.version}",
+            )
+
+    def _next_wakeup(self) -> timedelta | None:
+        if self.outstanding:
+            # Re-check now and then that waiting jobs still exist (a terminated job sends no signal).
+            return timedelta(seconds=max(self.dep.idle_s, 30.0))
+        return None
+
+    async def _on_timer(self) -> None:
+        result = await workflow.execute_activity(
+            CLOSED_JOBS_ACTIVITY,
+            ClosedJobsRequest(job_ids=list(self.outstanding)),
+            result_type=ClosedJobsResult,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+        )
+        for job_id in result.closed:
+            self.outstanding.pop(job_id, None)
+
+    async def _drain_all(self) -> None:
+        for cid, record in list(self.containers.items()):
+            if record.draining:
+                continue
+            self.containers[cid] = ContainerRecord(container_id=cid, started_at=record.started_at, draining=True)
+            handle = workflow.get_external_workflow_handle(
+                container_workflow_id(self.dep.app, self.dep.function, self.dep.version, cid)
+            )
+            try:
+                await handle.signal("drain")
+            except Exception:  # already gone: forget it
+                self.containers.pop(cid, None)
+
+    async def _fail_waiting_jobs(self) -> None:
+        reason = (
+            f"no container of {self.dep.app}.{self.dep.function} v{self.dep.version} could start "
+            f"({self.failures} attempts); last error: {self.last_error}"
+        )
+        for job_id in list(self.outstanding):
+            try:
+                await workflow.get_external_workflow_handle(job_id).signal("capacity_failed", reason)
+            except Exception:
+                pass
+            self.outstanding.pop(job_id, None)
+        # Let a later job try again from scratch.
+        self.failures = 0
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > MAX_HISTORY_EVENTS
+
+    def _carry(self) -> FleetInput:
+        return FleetInput(
+            deployment=self.dep,
+            containers=list(self.containers.values()),
+            outstanding=list(self.outstanding),
+            failures=self.failures,
+            retired=self.retired,
+        )
