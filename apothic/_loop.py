@@ -117,6 +117,10 @@ class synced(Generic[T]):
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
+    def __call__(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Called on the class (``Job.status(job)``): the blocking form."""
+        return self.__get__(obj, type(obj))(*args, **kwargs)
+
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:
             return self

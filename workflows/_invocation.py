@@ -110,7 +110,7 @@ class InvocationWorkflow:
             out = await execute
         except ActivityError as e:
             self.status = "failed"
-            self._release_demand(fleet)
+            await self._release_demand(fleet)
             raise self._translate(e, spec.timeout_s, startup_s) from None
         except (asyncio.CancelledError, CancelledError):
             self.status = "cancelled"
@@ -121,23 +121,27 @@ class InvocationWorkflow:
                     await execute
                 except (ActivityError, asyncio.CancelledError, CancelledError):
                     pass
-            self._release_demand(fleet)
+            await self._release_demand(fleet)
             raise
         except ApplicationError:
             self.status = "failed"
-            self._release_demand(fleet)
+            await self._release_demand(fleet)
             raise
         self.status = "completed"
-        self._release_demand(fleet)
+        await self._release_demand(fleet)
         return InvocationResult(value=out.value, logs=out.logs, version=dep.version, container_id=out.container_id)
 
-    def _release_demand(self, fleet: workflow.ExternalWorkflowHandle) -> None:
-        """Tell the fleet this job no longer needs capacity (fire and forget).
+    async def _release_demand(self, fleet: workflow.ExternalWorkflowHandle) -> None:
+        """Tell the fleet this job no longer needs capacity (only if it asked for some).
 
-        Called on every way out but eviction (hence no ``finally``).
+        Called on every way out but eviction (hence no ``finally``). Awaited: a signal command
+        left pending when the workflow completes is not sent.
         """
         if self.demanded:
-            asyncio.ensure_future(fleet.signal("demand", Demand(job_id=self.inp.job_id, active=False)))
+            try:
+                await fleet.signal("demand", Demand(job_id=self.inp.job_id, active=False))
+            except Exception:  # the fleet has ended: nothing to release
+                pass
 
     async def _demand(self, fleet: workflow.ExternalWorkflowHandle, dep: Deployment) -> None:
         self.demanded = True

@@ -1,0 +1,76 @@
+"""The apothic command line, run as a user runs it, against the test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ..conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("control_worker")
+
+
+def apothic(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "apothic", *args], capture_output=True, text=True, env=dict(os.environ),
+        cwd=str(ROOT), timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"apothic {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.parametrize("cmd", [[], ["server"], ["worker"], ["dev"], ["deploy"], ["run"], ["jobs"],
+                                 ["jobs", "list"], ["jobs", "status"], ["jobs", "logs"], ["jobs", "cancel"], ["stop"]])
+def test_every_command_has_help(cmd: list[str]) -> None:
+    out = apothic(*cmd, "--help").stdout
+    assert out.startswith("usage: apothic")
+    assert len(out.splitlines()) > 3
+
+
+def test_deploy_run_and_jobs(tmp_path: Path, app_name: str) -> None:
+    script = tmp_path / "tool.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+        import apothic
+
+        app = apothic.App("{app_name}")
+
+        @app.function()
+        def cube(x: int) -> int:
+            print("cubing", x)
+            return x ** 3
+
+        @app.function()
+        def wait_forever() -> None:
+            time.sleep(600)
+    """))
+    out = apothic("deploy", str(script)).stdout
+    assert f"{app_name}: deployed version 1 (cube, wait_forever)" in out
+    assert "unchanged, still version 1" in apothic("deploy", str(script)).stdout
+
+    run = apothic("run", f"{script}::cube", "3")
+    assert run.stdout.strip() == "27"
+    assert "cubing 3" in run.stderr
+
+    listed = json.loads(apothic("jobs", "list", "--app", app_name, "--json").stdout)
+    assert len(listed) == 1 and listed[0]["function"] == f"{app_name}.cube" and listed[0]["status"] == "completed"
+    job_id = listed[0]["job_id"]
+    assert apothic("jobs", "status", job_id).stdout.strip() == "completed"
+    assert "cubing 3" in apothic("jobs", "logs", job_id).stdout
+
+    detached = apothic("run", "--detach", f"{script}::wait_forever").stdout.strip()
+    assert detached.startswith("job-")
+    cancelled = apothic("jobs", "cancel", detached).stdout
+    assert cancelled.strip() == f"{detached}: cancelled"
+
+    missing = apothic("jobs", "status", "job-nope", check=False)
+    assert missing.returncode == 1 and "no job 'job-nope'" in missing.stderr
+    bad = apothic("run", f"{script}::nothing", check=False)
+    assert bad.returncode == 1 and "has no app function 'nothing'" in bad.stderr
