@@ -36,7 +36,8 @@ from apothic._contracts import (
 from apothic.placement.providers import ProcessProvider
 
 HEARTBEAT_EVERY_S = 2.0
-# How long a draining container may take to finish its in-flight inputs.
+# How long a draining container may take to finish its in-flight inputs, beyond the function's
+# own timeout_s (the activity heartbeats meanwhile).
 DRAIN_GRACE_S = 30.0
 
 
@@ -134,7 +135,7 @@ class ControlActivities:
                     )
                 activity.heartbeat(handle.pid)
         except asyncio.CancelledError:
-            await self.process.stop(handle, DRAIN_GRACE_S)
+            await self.process.stop(handle, dep.spec.timeout_s + DRAIN_GRACE_S, tick=activity.heartbeat)
             raise
         finally:
             if handle.proc.returncode is None:

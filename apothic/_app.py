@@ -66,32 +66,32 @@ def _installed_roots() -> tuple[str, ...]:
     return tuple(str(Path(paths[k]).resolve()) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
 
 
-def _by_value_root(module_name: str) -> str | None:
-    """The top-level package to pickle by value: the user's own code, not installed libraries."""
-    if module_name == "__main__":
-        return None  # cloudpickle already pickles __main__ by value
-    top = module_name.split(".")[0]
-    if top == "apothic":
-        return None
-    mod = sys.modules.get(top)
-    path = getattr(mod, "__file__", None)
-    if not path:
-        return None
-    resolved = str(Path(path).resolve())
-    if resolved.startswith(_installed_roots()):
-        return None
-    return top
+def _user_roots() -> list[str]:
+    """Top-level modules of the user's own code (not installed, not apothic): pickled by value,
+    so that a container needs none of the user's files."""
+    installed = _installed_roots()
+    roots = set()
+    for name, mod in list(sys.modules.items()):
+        top = name.split(".")[0]
+        if top in roots or top in ("apothic", "__main__") or "." in name:
+            continue
+        path = getattr(mod, "__file__", None)
+        if not path:
+            continue
+        resolved = str(Path(path).resolve())
+        if not resolved.startswith(installed) and "site-packages" not in resolved:
+            roots.add(top)
+    return sorted(roots)
 
 
 def pickle_function(fn: Callable[..., Any]) -> CloudPickled:
-    """Pickle a user function by value (with its module when that is the user's own code)."""
-    root = _by_value_root(getattr(fn, "__module__", "__main__") or "__main__")
-    registered = False
-    if root is not None:
+    """Pickle a user function by value, with the user's own modules it uses."""
+    registered = []
+    for root in _user_roots():
         try:
             cloudpickle.register_pickle_by_value(sys.modules[root])
-            registered = True
-        except ValueError:
+            registered.append(root)
+        except (ValueError, KeyError):
             pass
     try:
         return CloudPickled.dump(fn, kind="code")
@@ -101,7 +101,7 @@ def pickle_function(fn: Callable[..., Any]) -> CloudPickled:
             "function uses picklable (no open files, locks or clients at import time)."
         ) from None
     finally:
-        if registered:
+        for root in registered:
             cloudpickle.unregister_pickle_by_value(sys.modules[root])
 
 

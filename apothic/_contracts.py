@@ -155,7 +155,8 @@ class Deployment:
     task_queue: str
     fleet_id: str
     spec: FunctionSpec
-    # Platform settings of the control worker that resolved it (temporal-dev.yaml `worker`).
+    # Platform settings (temporal-dev.yaml `worker`) of whoever resolved it: the client that
+    # submitted the job, or the control worker for jobs started without one.
     startup_timeout_s: float = 300.0
     idle_s: float = 60.0
 
@@ -210,7 +211,7 @@ class InvocationResult:
 
 @dataclasses.dataclass(frozen=True)
 class JobInfo:
-    """What the ``status`` query of an InvocationWorkflow answers."""
+    """What the ``info`` query of an InvocationWorkflow answers."""
 
     job_id: str
     app: str

@@ -10,6 +10,7 @@ warm between runs; ``apothic stop`` ends them. Their logs are in ``$APOTHIC_HOME
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -159,13 +160,22 @@ def start_worker_background(settings: Settings) -> None:
     register_pid("worker", proc.pid)
 
 
+def _ensure_embedded_locked(settings: Settings) -> None:
+    # One client at a time decides (two scripts started together must not start two servers).
+    with open(_state_dir("run") / "embedded.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        server = settings.server
+        if not port_open(server.ip, server.port):
+            start_server_background(settings)
+        if not live_pids("worker"):
+            start_worker_background(settings)
+
+
 async def ensure_embedded(settings: Settings) -> None:
     """Start the embedded dev server and a control worker if they are not running."""
-    server = settings.server
-    if not await asyncio.to_thread(port_open, server.ip, server.port):
-        await asyncio.to_thread(start_server_background, settings)
-    if not live_pids("worker"):
-        await asyncio.to_thread(start_worker_background, settings)
+    if port_open(settings.server.ip, settings.server.port, timeout=0.05) and live_pids("worker"):
+        return
+    await asyncio.to_thread(_ensure_embedded_locked, settings)
 
 
 def stop_embedded() -> list[str]:

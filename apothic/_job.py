@@ -79,7 +79,7 @@ def translate_failure(err: BaseException, job_id: str) -> BaseException:
         return PlacementError(f"job {job_id}: {cause.message}")
     if kind == "NotFound":
         return NotFoundError(cause.message)
-    if kind in ("ContainerLost", "RemoteError", "apothic.InvalidInput"):
+    if kind in ("ContainerLost", "RemoteError", "apothic.InvalidInput", "apothic.InvalidResult"):
         return RemoteError(f"job {job_id}: {cause.message}", kind)
     tb = str(detail.get("traceback") or "")
     pickled = detail.get("exc")

@@ -25,8 +25,11 @@ from apothic._contracts import (
 from apothic._serialization import CloudPickled
 
 # Versions whose code stays available to containers (running calls finish on their own
-# version; a call that needs a container of a version older than this fails clearly).
-KEEP_VERSIONS = 20
+# version; a call that needs a container of a version older than this fails clearly). The
+# state travels as one payload through continue-as-new, so old versions are also dropped
+# once their code adds up to more than KEEP_CODE_BYTES (the newest is always kept).
+KEEP_VERSIONS = 10
+KEEP_CODE_BYTES = 1_500_000
 
 
 @workflow.defn(name=APP_WORKFLOW)
@@ -84,7 +87,10 @@ class AppWorkflow:
                 functions=list(req.functions),
             )
         )
-        self.state = AppState(app=self.state.app, versions=versions[-KEEP_VERSIONS:], removed=False)
+        kept = versions[-KEEP_VERSIONS:]
+        while len(kept) > 1 and sum(f.code.size for v in kept for f in v.functions) > KEEP_CODE_BYTES:
+            kept = kept[1:]
+        self.state = AppState(app=self.state.app, versions=kept, removed=False)
         self._publish()
         if previous is not None:
             await self._retire(previous)

@@ -58,6 +58,8 @@ class FleetWorkflow:
     @workflow.signal
     def demand(self, d: Demand) -> None:
         if d.active:
+            if not self.outstanding and self.failures >= MAX_START_FAILURES:
+                self.failures = 0  # past failures failed the jobs of their time; try afresh
             self.outstanding[d.job_id] = None
         else:
             self.outstanding.pop(d.job_id, None)
@@ -92,7 +94,8 @@ class FleetWorkflow:
     @workflow.run
     async def run(self, inp: FleetInput) -> None:
         while True:
-            if self.failures >= MAX_START_FAILURES and self.outstanding:
+            if self.failures >= MAX_START_FAILURES and self.outstanding and not self.containers:
+                # No container is alive, so none of these jobs is running: they all wait in vain.
                 await self._fail_waiting_jobs()
             if self.retired and not self.outstanding:
                 await self._drain_all()
@@ -120,12 +123,12 @@ class FleetWorkflow:
         return min(self.dep.spec.max_containers, math.ceil(len(self.outstanding) / per))
 
     async def _scale_up(self) -> None:
-        missing = self._wanted() - len(self._active())
-        if missing <= 0 or self.failures >= MAX_START_FAILURES:
+        if self._wanted() <= len(self._active()) or self.failures >= MAX_START_FAILURES:
             return
         if self.failures:
             await workflow.sleep(min(MAX_BACKOFF_S, 2.0**self.failures))
-        for _ in range(missing):
+        # Recount after the backoff: jobs may have ended or containers stopped meanwhile.
+        for _ in range(self._wanted() - len(self._active())):
             cid = f"c-{str(workflow.uuid4())[:12]}"
             record = ContainerRecord(container_id=cid, started_at=workflow.now().isoformat())
             self.containers[cid] = record

@@ -63,13 +63,17 @@ class InvocationWorkflow:
     async def run(self, inp: InvocationInput) -> InvocationResult:
         dep = inp.deployment
         if dep is None:  # started without a client that resolved it (e.g. by a schedule)
-            dep = await workflow.execute_local_activity(
-                RESOLVE_ACTIVITY,
-                ResolveRequest(app=inp.app, function=inp.function, version=inp.version),
-                result_type=Deployment,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["NotFound"]),
-            )
+            try:
+                dep = await workflow.execute_local_activity(
+                    RESOLVE_ACTIVITY,
+                    ResolveRequest(app=inp.app, function=inp.function, version=inp.version),
+                    result_type=Deployment,
+                    start_to_close_timeout=timedelta(seconds=10),
+                    retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["NotFound"]),
+                )
+            except ActivityError as e:
+                self.status = "failed"
+                raise self._translate(e, 0, 0) from None
         self.version = dep.version
         spec = dep.spec
         retry = spec.retry
@@ -165,7 +169,8 @@ class InvocationWorkflow:
             if cause.type == TimeoutType.SCHEDULE_TO_START:
                 self.error = f"no container took the input within {startup_s:.0f} s"
                 return ApplicationError(
-                    f"{self.error}. Check `apothic jobs status {self.inp.job_id}` and the worker's log; "
+                    f"{self.error}. Look at the control worker's log and the fleet workflow "
+                    f"apothic-fleet:{self.inp.app}:{self.inp.function}:v{self.version} in the Temporal UI; "
                     "raise worker.startup_timeout_s in temporal-dev.yaml if containers start slowly.",
                     type="PlacementError",
                     non_retryable=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import time
@@ -25,7 +26,7 @@ from .._contracts import (
     ExecuteOutput,
     app_workflow_id,
 )
-from .._serialization import CloudPickled
+from .._serialization import MAX_INLINE_BYTES, CloudPickled
 from ._executor import Interrupted, MainThreadExecutor, WorkItem, read_log
 
 # How long user code gets to stop after a cancel or timeout before its container is replaced.
@@ -60,11 +61,21 @@ class RuntimeConfig:
         )
 
 
+def _user_frames(tb: Any) -> Any:
+    """Skip the runtime's own frames at the top of a traceback."""
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+        tb = tb.tb_next
+    return tb
+
+
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def user_error(e: BaseException, logs: str) -> ApplicationError:
     """Wrap a user exception: its pickle, type and traceback travel as details."""
     cls = type(e)
     qualname = f"{cls.__module__}.{cls.__qualname__}"
-    tb = "".join(traceback.format_exception(e))
+    tb = "".join(traceback.format_exception(type(e), e, _user_frames(e.__traceback__)))
     try:
         pickled: CloudPickled | None = CloudPickled.dump(e, kind="exception")
     except Exception:  # noqa: BLE001 - unpicklable exceptions travel as text
@@ -162,10 +173,17 @@ class Runtime:
             self._last_busy = time.monotonic()
 
     async def _execute(self, inp: ExecuteInput) -> ExecuteOutput:
-        cfg = self.config
         args, kwargs = inp.args.load()
         item = WorkItem(self.fn, tuple(args), dict(kwargs))
         fut = asyncio.wrap_future(self.executor.submit(item))
+        try:
+            return await self._supervise(inp, item, fut)
+        finally:
+            if item.log_path:
+                with contextlib.suppress(OSError):
+                    os.unlink(item.log_path)
+
+    async def _supervise(self, inp: ExecuteInput, item: WorkItem, fut: asyncio.Future) -> ExecuteOutput:
         deadline = time.monotonic() + inp.timeout_s
         try:
             while not fut.done():
@@ -180,8 +198,6 @@ class Runtime:
             await self._interrupt(item, fut, "cancelled")
             raise
         logs = read_log(item.log_path)
-        if item.log_path:
-            os.unlink(item.log_path)
         if not fut.done():
             raise ApplicationError(
                 f"the function ran longer than its timeout_s={inp.timeout_s:g} and ignored the interruption; "
@@ -201,9 +217,24 @@ class Runtime:
             raise asyncio.CancelledError() from None
         except BaseException as e:  # noqa: BLE001 - the user's own error
             raise user_error(e, logs) from None
-        return ExecuteOutput(
-            value=CloudPickled.dump(result, kind="result"), logs=logs, container_id=cfg.container_id
-        )
+        try:
+            value = CloudPickled.dump(result, kind="result")
+        except Exception as e:  # noqa: BLE001
+            raise ApplicationError(
+                f"the function's result ({type(result).__name__}) cannot be pickled: {e}",
+                {"logs": logs},
+                type="apothic.InvalidResult",
+                non_retryable=True,
+            ) from None
+        if value.size > MAX_INLINE_BYTES:
+            raise ApplicationError(
+                f"the function's result is {value.size / 1e6:.1f} MB pickled; at most {MAX_INLINE_BYTES / 1e6:.1f} MB "
+                "travel inline. Fix: write large results to storage and return a reference.",
+                {"logs": logs},
+                type="apothic.InvalidResult",
+                non_retryable=True,
+            )
+        return ExecuteOutput(value=value, logs=logs, container_id=self.config.container_id)
 
     async def _interrupt(self, item: WorkItem, fut: asyncio.Future, reason: str) -> None:
         self.executor.interrupt(item, reason)

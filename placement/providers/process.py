@@ -15,7 +15,7 @@ import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 CONTAINER_ENV = "APOTHIC_CONTAINER_ID"
@@ -68,14 +68,23 @@ class ProcessProvider:
         except asyncio.TimeoutError:
             return None
 
-    async def stop(self, handle: ProcessHandle, grace_s: float) -> int:
-        """SIGTERM (the runtime drains: in-flight inputs finish), then SIGKILL after ``grace_s``."""
+    async def stop(self, handle: ProcessHandle, grace_s: float, tick: Callable[[], None] | None = None) -> int:
+        """SIGTERM (the runtime drains: in-flight inputs finish), then SIGKILL after ``grace_s``.
+
+        ``tick`` is called every two seconds while waiting (to heartbeat).
+        """
         if handle.proc.returncode is None:
             try:
                 handle.proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            if await self.wait(handle, grace_s) is None:
+            deadline = asyncio.get_running_loop().time() + grace_s
+            code = None
+            while code is None and asyncio.get_running_loop().time() < deadline:
+                code = await self.wait(handle, min(2.0, max(0.0, deadline - asyncio.get_running_loop().time())))
+                if code is None and tick is not None:
+                    tick()
+            if code is None:
                 try:
                     os.killpg(handle.pid, signal.SIGKILL)
                 except ProcessLookupError:

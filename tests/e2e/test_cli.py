@@ -35,17 +35,20 @@ def test_every_command_has_help(cmd: list[str]) -> None:
 
 
 def test_deploy_run_and_jobs(tmp_path: Path, app_name: str) -> None:
+    # A helper module beside the script: the container gets it by value, not from disk.
+    (tmp_path / f"helpers_{app_name.replace('-', '_')}.py").write_text("def power(x):\n    return x ** 3\n")
     script = tmp_path / "tool.py"
     script.write_text(textwrap.dedent(f"""
         import time
         import apothic
+        from helpers_{app_name.replace('-', '_')} import power
 
         app = apothic.App("{app_name}")
 
         @app.function()
         def cube(x: int) -> int:
             print("cubing", x)
-            return x ** 3
+            return power(x)
 
         @app.function()
         def wait_forever() -> None:
