@@ -9,7 +9,6 @@ same run; each side is called sequentially, one call at a time, after a warm-up.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import uuid
@@ -43,13 +42,13 @@ def main() -> None:
 
         from _bare_worker import TASK_QUEUE, BareWorkflow
 
-        loop = asyncio.new_event_loop()
-        client = loop.run_until_complete(Client.connect(address))
+        from apothic._loop import run_blocking
+
+        # The same kind of client: connected once, driven from the same background loop.
+        client = run_blocking(Client.connect(address))
 
         def bare() -> None:
-            loop.run_until_complete(
-                client.execute_workflow(BareWorkflow.run, 1, id=f"bare-{uuid.uuid4()}", task_queue=TASK_QUEUE)
-            )
+            run_blocking(client.execute_workflow(BareWorkflow.run, 1, id=f"bare-{uuid.uuid4()}", task_queue=TASK_QUEUE))
 
         for _ in range(args.warmup):
             bare()
