@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     ui = "off (--headless)" if server.headless else f"http://{server.ip}:{server.ui_port}"
     print(f"Temporal dev server on {server.ip}:{server.port}, Web UI {ui}, database {server.db_path()}", flush=True)
     proc = subprocess.Popen(cmd)
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
     if not os.environ.get("APOTHIC_TEMPORAL_ADDRESS") and args.port in (None, load_settings().server.port):
         register_pid("server", proc.pid)
     try:
@@ -96,6 +98,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     worker = subprocess.Popen([sys.executable, "-m", "apothic.worker"], env=env)
     procs.append(worker)
     ui = "" if server.headless else f", Web UI http://{server.ip}:{server.ui_port}"
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     print(f"apothic dev: Temporal at {server.ip}:{server.port}{ui}; control worker pid {worker.pid}. "
           "Ctrl-C stops both.", flush=True)
     try:
