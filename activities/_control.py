@@ -103,12 +103,41 @@ class ControlActivities:
 
     @activity.defn(name=RUN_CONTAINER_ACTIVITY)
     async def run_container(self, inp: RunContainerInput) -> RunContainerOutput:
-        """Start a container, heartbeat while it lives, stop it gracefully on cancel."""
+        """Start (or adopt) a container, heartbeat while it lives, stop it gracefully on cancel.
+
+        The heartbeat carries the container's pid: when this worker dies or shuts down, the
+        container keeps running and the next attempt of this activity, on any worker of the
+        same host, adopts it instead of starting another.
+        """
         dep = inp.deployment
         if dep.spec.provider != "process":
             raise ApplicationError(
                 f"provider {dep.spec.provider!r} is not available on this worker", type="ContainerStartFailed"
             )
+        handle = None
+        details = activity.info().heartbeat_details
+        if details:
+            handle = self.process.adopt(inp.container_id, int(details[0]))
+            if handle is None:  # it ended while no worker watched it
+                return self._ended(inp, self.process.exit_status(inp.container_id))
+            activity.logger.info("adopted container %s (pid %s)", inp.container_id, handle.pid)
+        if handle is None:
+            handle = await self.process.start(inp.container_id, self._container_env(inp))
+        activity.heartbeat(handle.pid)
+        try:
+            while True:
+                code = await self.process.wait(handle, HEARTBEAT_EVERY_S)
+                if code is not None:
+                    return self._ended(inp, code)
+                activity.heartbeat(handle.pid)
+        except asyncio.CancelledError:
+            if activity.is_worker_shutdown():
+                raise  # leave the container running: the next attempt adopts it
+            await self.process.stop(handle, dep.spec.timeout_s + DRAIN_GRACE_S, tick=lambda: activity.heartbeat(handle.pid))
+            raise
+
+    def _container_env(self, inp: RunContainerInput) -> dict[str, str]:
+        dep = inp.deployment
         env = self.settings.connection_env()
         env.update(
             APOTHIC_CONTAINER_WORKFLOW_ID=inp.container_workflow_id,
@@ -119,27 +148,18 @@ class ControlActivities:
             APOTHIC_CONCURRENCY=str(max(1, dep.spec.concurrent_requests)),
             APOTHIC_IDLE_S=str(dep.idle_s or self.settings.worker.container_idle_s),
         )
-        handle = await self.process.start(inp.container_id, env)
-        try:
-            while True:
-                code = await self.process.wait(handle, HEARTBEAT_EVERY_S)
-                if code is not None:
-                    if code in (EXIT_OK, EXIT_REPLACE):
-                        reason = "exited" if code == EXIT_OK else "retired: an input ignored its interruption"
-                        return RunContainerOutput(container_id=inp.container_id, exit_code=code, reason=reason)
-                    raise ApplicationError(
-                        f"container {inp.container_id} exited with code {code}; its last output:\n"
-                        f"{self.process.log_tail(inp.container_id)}",
-                        type="ContainerExited",
-                        non_retryable=True,
-                    )
-                activity.heartbeat(handle.pid)
-        except asyncio.CancelledError:
-            await self.process.stop(handle, dep.spec.timeout_s + DRAIN_GRACE_S, tick=activity.heartbeat)
-            raise
-        finally:
-            if handle.proc.returncode is None:
-                await self.process.stop(handle, 0)
+        return env
+
+    def _ended(self, inp: RunContainerInput, code: int) -> RunContainerOutput:
+        if code in (EXIT_OK, EXIT_REPLACE):
+            reason = "exited" if code == EXIT_OK else "retired: an input ignored its interruption"
+            return RunContainerOutput(container_id=inp.container_id, exit_code=code, reason=reason)
+        raise ApplicationError(
+            f"container {inp.container_id} exited with code {code}; its last output:\n"
+            f"{self.process.log_tail(inp.container_id)}",
+            type="ContainerExited",
+            non_retryable=True,
+        )
 
     @activity.defn(name=RELEASE_CONTAINER_ACTIVITY)
     async def release_container(self, inp: ReleaseInput) -> None:

@@ -4,6 +4,7 @@ This module only re-exports; everything else is private.
 """
 
 from ._app import App, AppDeployment
+from ._checkpoint import checkpoint, last_checkpoint
 from ._connection import ControlPlaneClient
 from ._function import Function, RemoteFunction
 from ._image import Image
@@ -62,6 +63,8 @@ __all__ = [
     "StorageMount",
     "Volume",
     "batched",
+    "checkpoint",
     "concurrent",
+    "last_checkpoint",
     "liv",
 ]

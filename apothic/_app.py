@@ -230,6 +230,7 @@ class App:
                 initial_delay=r.initial_delay,
                 backoff_coefficient=r.backoff_coefficient,
                 max_delay=r.max_delay,
+                non_retryable=list(r.non_retryable),
             ),
             concurrent_requests=o.concurrent_requests,
             max_pending_tasks=o.max_pending_tasks,

@@ -12,6 +12,8 @@ from ._config import Settings, load_settings
 from .exceptions import ConnectionError as ApothicConnectionError
 
 _clients: dict[tuple[int, str, str], Client] = {}
+# How long a connection waits for a server that is up but still starting.
+STARTING_SERVER_WAIT_S = 30.0
 _locks: dict[int, asyncio.Lock] = {}
 
 
@@ -50,14 +52,23 @@ async def connect(settings: Settings, *, start_embedded: bool = True) -> Client:
     kwargs: dict[str, Any] = {"namespace": settings.namespace, "tls": _tls(settings)}
     if settings.api_key:
         kwargs["api_key"] = settings.api_key
-    try:
-        return await Client.connect(settings.address, **kwargs)
-    except (RuntimeError, RPCError) as e:
-        raise ApothicConnectionError(
-            f"cannot reach the Temporal server at {settings.address} (namespace {settings.namespace!r}): {e}. "
-            "Fix: start one with `apothic server` (or `apothic dev`), or set APOTHIC_TEMPORAL_ADDRESS "
-            "to a reachable server."
-        ) from None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTING_SERVER_WAIT_S
+    while True:
+        try:
+            return await Client.connect(settings.address, **kwargs)
+        except (RuntimeError, RPCError) as e:
+            # A server that is still starting answers "not healthy yet": wait for it, briefly.
+            if "not healthy" in str(e) and loop.time() < deadline:
+                await asyncio.sleep(0.2)
+                continue
+            error = e
+            break
+    raise ApothicConnectionError(
+        f"cannot reach the Temporal server at {settings.address} (namespace {settings.namespace!r}): {error}. "
+        "Fix: start one with `apothic server` (or `apothic dev`), or set APOTHIC_TEMPORAL_ADDRESS "
+        "to a reachable server."
+    ) from None
 
 
 async def get_client(settings: Settings | None = None) -> Client:

@@ -60,6 +60,12 @@ class RetrySpec:
     initial_delay: float = 1.0
     backoff_coefficient: float = 2.0
     max_delay: float = 60.0
+    # Qualified names (module.Qualname) of exception types that are never retried.
+    non_retryable: list[str] = dataclasses.field(default_factory=list)
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before user retry number ``retry`` (1-based)."""
+        return min(self.initial_delay * self.backoff_coefficient ** (retry - 1), self.max_delay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +216,22 @@ class InvocationResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class AttemptRecord:
+    """One failed attempt of a job and what was done about it.
+
+    ``kind`` is ``user`` (the function raised or ran past its timeout; counts against its
+    retries) or ``infrastructure`` (its container or host was lost; never counts).
+    """
+
+    attempt: int
+    kind: str
+    reason: str
+    at: str
+    retry_in_s: float = 0.0
+    retried: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class JobInfo:
     """What the ``info`` query of an InvocationWorkflow answers."""
 
@@ -221,6 +243,7 @@ class JobInfo:
     attempt: int = 0
     container_id: str = ""
     error: str = ""
+    attempts: list[AttemptRecord] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +255,9 @@ class ExecuteInput:
     version: int
     args: CloudPickled
     timeout_s: float
+    attempt: int = 1
+    # The last checkpoint of an earlier attempt lost to an infrastructure failure.
+    checkpoint: CloudPickled | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from temporalio.client import WorkflowFailureError
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from ._client import get_client
@@ -106,12 +114,23 @@ class _Invocable(Generic[P, R]):
             f"it has {sorted(s.name for s in memo.functions)}. Fix: check the name, or redeploy the app."
         )
 
-    async def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job:
+    async def _start(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], idempotency_key: str | None = None
+    ) -> Job:
         settings = self._cp.settings
         client = await get_client(settings)
         packed = self._pack(args, kwargs)
         dep = await self._resolve()
-        job_id = new_job_id()
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str) or not idempotency_key:
+                raise InvalidError(
+                    f"idempotency_key={idempotency_key!r}: allowed: a non-empty string. "
+                    "Fix: pass a key that names this piece of work, e.g. f'invoice-{invoice_id}'."
+                )
+            digest = hashlib.sha256(f"{self.app_name}\0{self.function_name}\0{idempotency_key}".encode())
+            job_id = f"job-{digest.hexdigest()[:20]}"
+        else:
+            job_id = new_job_id()
         try:
             await client.start_workflow(
                 INVOCATION_WORKFLOW,
@@ -129,15 +148,26 @@ class _Invocable(Generic[P, R]):
                     [SearchAttributePair(_APP_KEY, self.app_name), SearchAttributePair(_FN_KEY, self.function_name)]
                 ),
                 static_summary=f"{self.app_name}.{self.function_name}",
+                # A key submitted again finds its job, running or finished.
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
+        except WorkflowAlreadyStartedError:
+            if idempotency_key is None:
+                raise
         except RPCError as e:
             raise InvalidError(f"could not submit {self.app_name}.{self.function_name}: {e.message}") from None
         return Job(job_id, client=self._cp)
 
     @synced
-    async def spawn(self, *args: Any, **kwargs: Any) -> Job:
-        """Submit one call and return its :class:`Job` at once."""
-        return await self._start(args, kwargs)
+    async def spawn(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Job:
+        """Submit one call and return its :class:`Job` at once.
+
+        With ``idempotency_key``, submitting the same key again (from any process, while the
+        server keeps the job's history) returns the same job instead of running it again; the
+        arguments of the repeat are ignored. The key is scoped to this app and function.
+        """
+        return await self._start(args, kwargs, idempotency_key)
 
     @synced
     async def remote(self, *args: Any, timeout_s: float = 600.0, **kwargs: Any) -> Any:

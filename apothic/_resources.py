@@ -31,16 +31,24 @@ class _Value(BaseModel):
 
 
 class Retries(_Value):
-    """A retry policy for the function's own errors.
+    """A retry policy for the function's own errors (exceptions and timeouts).
 
-    Attempt ``n`` (``n >= 1``) waits ``min(initial_delay * backoff_coefficient**(n-1), max_delay)``
-    seconds after attempt ``n-1`` failed. ``max_retries=0`` runs the function once.
+    Retry ``n`` (``n >= 1``) starts ``min(initial_delay * backoff_coefficient**(n-1), max_delay)``
+    seconds after the attempt before it failed; ``max_retries=0`` runs the function once. The
+    wait is a durable timer: it survives restarts of workers and server.
+
+    Never retried, whatever the policy: the exception types listed in ``non_retryable`` (types
+    or their ``"module.Qualname"``; subclasses are not matched), ``apothic.InvalidError`` raised
+    by the function, arguments the container cannot load, and results that cannot be returned.
+    A lost container or host is not a user error: it is retried separately and never counts
+    here (see the architecture page).
     """
 
     max_retries: int = Field(ge=0, le=100)
     initial_delay: float = Field(default=1.0, ge=0.001, le=3600.0)
     backoff_coefficient: float = Field(default=2.0, ge=1.0, le=10.0)
     max_delay: float = Field(default=60.0, ge=0.001, le=86400.0)
+    non_retryable: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -48,16 +56,30 @@ class Retries(_Value):
         initial_delay: float = 1.0,
         backoff_coefficient: float = 2.0,
         max_delay: float = 60.0,
+        *,
+        non_retryable: Any = (),
         **extra: Any,
     ) -> None:
         from ._validation import format_validation_error
 
+        names = []
+        for item in non_retryable if isinstance(non_retryable, (list, tuple, set)) else [non_retryable]:
+            if isinstance(item, type) and issubclass(item, BaseException):
+                names.append(f"{item.__module__}.{item.__qualname__}")
+            elif isinstance(item, str) and item:
+                names.append(item)
+            else:
+                raise InvalidError(
+                    f"Retries(non_retryable=...): {item!r} is not an exception type or its 'module.Qualname'. "
+                    "Fix: list exception classes, e.g. non_retryable=[ValueError]."
+                )
         try:
             super().__init__(
                 max_retries=max_retries,
                 initial_delay=initial_delay,
                 backoff_coefficient=backoff_coefficient,
                 max_delay=max_delay,
+                non_retryable=tuple(sorted(set(names))),
                 **extra,
             )
         except ValidationError as e:

@@ -23,8 +23,8 @@ from apothic._contracts import (
 )
 
 # How long the provider activity may go without a heartbeat before its control worker is
-# considered lost (the container is then started again by another worker).
-RUN_HEARTBEAT = timedelta(seconds=20)
+# considered lost (another worker then adopts the container).
+RUN_HEARTBEAT = timedelta(seconds=10)
 
 
 @workflow.defn(name=CONTAINER_WORKFLOW)
@@ -63,9 +63,11 @@ class ContainerWorkflow:
             result_type=RunContainerOutput,
             start_to_close_timeout=timedelta(days=365),
             heartbeat_timeout=RUN_HEARTBEAT,
+            # A lost or restarted control worker is retried without limit (the next attempt
+            # adopts the running container); a container that exited is final.
             retry_policy=RetryPolicy(
-                maximum_attempts=3,
                 initial_interval=timedelta(seconds=1),
+                maximum_interval=timedelta(seconds=10),
                 non_retryable_error_types=["ContainerExited", "ContainerStartFailed"],
             ),
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,

@@ -46,8 +46,7 @@ def main() -> None:
             executor.stop()
             if runtime.stuck:
                 # The main thread is stuck in user code that ignored its interruption.
-                sys.stdout.flush()
-                os._exit(runtime.exit_code)
+                _exit(config, runtime.exit_code)
 
     def on_term(signum: int, frame: object) -> None:
         runtime.request_shutdown(f"signal {signum}")
@@ -58,9 +57,21 @@ def main() -> None:
     thread.start()
     executor.serve_forever()
     thread.join(timeout=timedelta(minutes=5).total_seconds())
+    _exit(config, runtime.exit_code)
+
+
+def _exit(config: RuntimeConfig, code: int) -> None:
+    """Exit with ``code``, first leaving it in the status file (a watcher that adopted this
+    process after a control worker restart is not its parent and cannot wait for it)."""
+    if config.status_file:
+        try:
+            with open(config.status_file, "w") as f:
+                f.write(str(code))
+        except OSError:
+            pass
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(runtime.exit_code)
+    os._exit(code)
 
 
 if __name__ == "__main__":

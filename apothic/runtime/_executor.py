@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .. import _checkpoint
+
 LOG_LIMIT = 256 * 1024
 
 
@@ -38,6 +40,17 @@ class WorkItem:
     future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
     interrupt_reason: str = ""
     log_path: str = ""
+    checkpoint_in: Any = None  # CloudPickled from an earlier attempt
+    checkpoint_out: Any = None  # CloudPickled saved by this attempt
+    checkpoint_seq: int = 0
+
+    def save_checkpoint(self, blob: Any) -> None:
+        self.checkpoint_out = blob
+        self.checkpoint_seq += 1
+
+    def previous_checkpoint(self) -> Any:
+        latest = self.checkpoint_out or self.checkpoint_in
+        return latest.load() if latest is not None else None
 
 
 class MainThreadExecutor:
@@ -83,6 +96,7 @@ class MainThreadExecutor:
         self._current = item
         capture = _Capture()
         item.log_path = capture.path
+        _checkpoint._bind(item)
         try:
             with capture:
                 self._in_user_code = True
@@ -100,6 +114,7 @@ class MainThreadExecutor:
                 item.future.set_result(result)
         finally:
             self._current = None
+            _checkpoint._bind(None)
 
 
 async def _awaited(awaitable: Any) -> Any:

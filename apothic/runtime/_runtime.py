@@ -12,6 +12,8 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -33,6 +35,8 @@ from ._executor import Interrupted, MainThreadExecutor, WorkItem, read_log
 INTERRUPT_GRACE_S = 5.0
 HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_LOG_BYTES = 32 * 1024
+# How often a container checks that its ContainerWorkflow still runs.
+OWNER_CHECK_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,8 @@ class RuntimeConfig:
     concurrency: int = 1
     parent_pid: int = 0
     idle_s: float = 60.0
+    container_workflow_id: str = ""
+    status_file: str = ""
 
     @classmethod
     def from_env(cls) -> "RuntimeConfig":
@@ -58,6 +64,8 @@ class RuntimeConfig:
             concurrency=int(env.get("APOTHIC_CONCURRENCY", "1")),
             parent_pid=int(env.get("APOTHIC_PARENT_PID", "0") or 0),
             idle_s=float(env.get("APOTHIC_IDLE_S", "60")),
+            container_workflow_id=env.get("APOTHIC_CONTAINER_WORKFLOW_ID", ""),
+            status_file=env.get("APOTHIC_STATUS_FILE", ""),
         )
 
 
@@ -134,7 +142,7 @@ class Runtime:
             default_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_EVERY_S),
             graceful_shutdown_timeout=timedelta(hours=24),
         )
-        watch = asyncio.create_task(self._watch())
+        watch = asyncio.create_task(self._watch(client))
         run = asyncio.create_task(worker.run())
         print(f"apothic container {cfg.container_id} serving {cfg.task_queue}", flush=True)
         await asyncio.wait({run, asyncio.create_task(self._shutdown.wait())}, return_when=asyncio.FIRST_COMPLETED)
@@ -144,9 +152,15 @@ class Runtime:
             await worker.shutdown()
         await run
 
-    async def _watch(self) -> None:
-        """Drain when idle for the idle window, or when the process that started us is gone."""
+    async def _watch(self, client: Client) -> None:
+        """Drain when idle for the idle window, or when nothing owns this container any more.
+
+        The owner is the container's ContainerWorkflow: while it runs, the container lives on
+        even if the control worker that started it dies (another worker adopts it). Once that
+        workflow has ended, the container stops by itself, wherever it runs.
+        """
         parent = self.config.parent_pid
+        last_owner_check = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, self.config.idle_s / 4))
             if parent and os.getppid() != parent:
@@ -155,6 +169,18 @@ class Runtime:
             if not self._in_flight and time.monotonic() - self._last_busy >= self.config.idle_s:
                 self.request_shutdown(f"idle for {self.config.idle_s:g} s")
                 return
+            if self.config.container_workflow_id and time.monotonic() - last_owner_check >= OWNER_CHECK_S:
+                last_owner_check = time.monotonic()
+                if not await self._owner_running(client):
+                    self.request_shutdown("its container workflow has ended")
+                    return
+
+    async def _owner_running(self, client: Client) -> bool:
+        try:
+            desc = await client.get_workflow_handle(self.config.container_workflow_id).describe()
+        except RPCError as e:
+            return e.status != RPCStatusCode.NOT_FOUND  # unreachable server: assume it still runs
+        return desc.status == WorkflowExecutionStatus.RUNNING
 
     @activity.defn(name=EXECUTE_ACTIVITY)
     async def execute(self, inp: ExecuteInput) -> ExecuteOutput:
@@ -174,7 +200,7 @@ class Runtime:
 
     async def _execute(self, inp: ExecuteInput) -> ExecuteOutput:
         args, kwargs = inp.args.load()
-        item = WorkItem(self.fn, tuple(args), dict(kwargs))
+        item = WorkItem(self.fn, tuple(args), dict(kwargs), checkpoint_in=inp.checkpoint)
         fut = asyncio.wrap_future(self.executor.submit(item))
         try:
             return await self._supervise(inp, item, fut)
@@ -193,7 +219,9 @@ class Runtime:
                     break
                 await asyncio.wait({fut}, timeout=min(HEARTBEAT_EVERY_S, remaining))
                 if not fut.done():
-                    activity.heartbeat({"logs": read_log(item.log_path, HEARTBEAT_LOG_BYTES)})
+                    activity.heartbeat(
+                        {"logs": read_log(item.log_path, HEARTBEAT_LOG_BYTES), "checkpoint": item.checkpoint_out}
+                    )
         except asyncio.CancelledError:
             await self._interrupt(item, fut, "cancelled")
             raise
@@ -238,7 +266,11 @@ class Runtime:
 
     async def _interrupt(self, item: WorkItem, fut: asyncio.Future, reason: str) -> None:
         self.executor.interrupt(item, reason)
-        await asyncio.wait({fut}, timeout=INTERRUPT_GRACE_S)
+        deadline = time.monotonic() + INTERRUPT_GRACE_S
+        while not fut.done() and time.monotonic() < deadline:
+            await asyncio.wait({fut}, timeout=min(HEARTBEAT_EVERY_S, deadline - time.monotonic()))
+            if not fut.done():  # still alive: keep heartbeating through the grace period
+                activity.heartbeat({"logs": read_log(item.log_path, HEARTBEAT_LOG_BYTES), "checkpoint": item.checkpoint_out})
         if not fut.done():
             # The code ignores interruption: retire this container once this input is reported.
             self.stuck = True

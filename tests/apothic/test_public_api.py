@@ -15,7 +15,7 @@ PUBLIC = [
     "ApothicError", "App", "AppDeployment", "CallTimeoutError", "CloudBucketMount", "ControlPlaneClient", "Cron",
     "Function", "FunctionTimeoutError", "Image", "InvalidError", "Job", "JobCancelledError", "JobStatus", "LivConfig",
     "NotFoundError", "NotSupportedError", "Period", "PlacementError", "RemoteError", "RemoteFunction", "Retries",
-    "Secret", "StorageMount", "Volume", "batched", "concurrent", "liv",
+    "Secret", "StorageMount", "Volume", "batched", "checkpoint", "concurrent", "last_checkpoint", "liv",
 ]
 
 
@@ -73,6 +73,6 @@ def test_workflows_import_only_temporal_and_the_contracts() -> None:
     allowed_apothic = {"apothic._contracts", "apothic._serialization"}
     for name in imports_of("workflows"):
         top = name.split(".")[0]
-        assert top in {"temporalio", "apothic", "__future__", "asyncio", "math", "datetime", "dataclasses"}, name
+        assert top in {"temporalio", "apothic", "__future__", "asyncio", "math", "datetime", "dataclasses", "typing"}, name
         if top == "apothic":
             assert name in allowed_apothic, name

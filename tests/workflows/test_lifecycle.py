@@ -97,9 +97,8 @@ def test_deployments_survive_worker_kill_and_server_restart(tmp_path: Path, app_
         assert add.remote(2, 3) == 5
         assert container_pids(app_name)
 
-        # kill -9 the control worker: its containers die with it, nothing is left behind.
+        # kill -9 the control worker (its container outlives it, then drains when idle).
         stop(worker, sig_kill=True)
-        wait_until(lambda: not container_pids(app_name), timeout=15, what="containers to die with their worker")
 
         # Stop and restart the server on the same database file.
         stop(server)

@@ -1,0 +1,150 @@
+"""Chaos: kill real processes (control worker, containers, the Temporal server) mid-run.
+
+Each test has its own dev server and control worker, so it can kill them freely.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import apothic
+from apothic import App, ControlPlaneClient, JobStatus
+
+from ..conftest import container_pids, free_port, start_dev_server, start_worker, stop, wait_until
+
+
+class Cluster:
+    """A dev server on its own database and a control worker, each restartable."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.db = tmp / "temporal.db"
+        self.env = dict(os.environ, APOTHIC_TEMPORAL_ADDRESS=self.address, APOTHIC_HOME=str(tmp))
+        self.server = start_dev_server(self.db, self.port)
+        self.worker = self.start_worker()
+        self.client = ControlPlaneClient(self.address)
+
+    def start_worker(self) -> subprocess.Popen:
+        return start_worker(self.env, self.tmp / "worker.log")
+
+    def restart_server(self, down_s: float) -> None:
+        stop(self.server)
+        time.sleep(down_s)
+        self.server = start_dev_server(self.db, self.port)
+
+    def close(self) -> None:
+        stop(self.worker)
+        stop(self.server)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def runs(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_jobs_complete_after_the_control_worker_is_killed(cluster: Cluster, app_name: str, tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    app = App(app_name, client=cluster.client)
+
+    @app.function(max_containers=3, timeout_s=120)
+    def step(n: int) -> int:
+        with open(ran, "a") as f:
+            f.write(f"{n}\n")
+        time.sleep(15)
+        return n * 10
+
+    app.deploy()
+    jobs = [step.spawn(n) for n in range(3)]
+    wait_until(lambda: len(runs(ran)) == 3, timeout=90, what="three jobs to start")
+    assert any(j.status() is JobStatus.RUNNING for j in jobs)
+    stop(cluster.worker, sig_kill=True)
+    time.sleep(2)
+    cluster.worker = cluster.start_worker()
+    assert [j.wait(timeout_s=120) for j in jobs] == [0, 10, 20]
+    # The containers outlived the worker: no input had to run twice.
+    assert sorted(runs(ran)) == ["0", "1", "2"]
+
+
+def test_a_killed_container_mid_input_reruns_on_a_fresh_one(cluster: Cluster, app_name: str, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    app = App(app_name, client=cluster.client)
+
+    @app.function(timeout_s=120)  # retries=0: infrastructure failures do not count
+    def slow_pid() -> int:
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(4)
+        return os.getpid()
+
+    app.deploy()
+    job = slow_pid.spawn()
+    wait_until(lambda: job.status() is JobStatus.RUNNING and pid_file.exists(), timeout=60, what="the job to run")
+    first = int(pid_file.read_text())
+    os.kill(first, signal.SIGKILL)
+    second = job.wait(timeout_s=120)
+    assert second != first
+    assert first not in container_pids(app_name)
+
+
+def test_jobs_and_deployments_survive_a_server_restart(cluster: Cluster, app_name: str) -> None:
+    app = App(app_name, client=cluster.client)
+
+    @app.function(timeout_s=120)
+    def wait_then(value: str) -> str:
+        time.sleep(8)
+        return value
+
+    app.deploy()
+    job = wait_then.spawn("kept")
+    wait_until(lambda: job.status() is JobStatus.RUNNING, timeout=60, what="the job to run")
+    cluster.restart_server(down_s=3)
+    assert job.wait(timeout_s=120) == "kept"
+    fn = apothic.RemoteFunction.from_name(app_name, "wait_then", client=cluster.client)
+    assert fn.spawn("again").wait(timeout_s=120) == "again"
+
+
+def test_a_long_heartbeating_job_carries_on_across_a_worker_restart(
+    cluster: Cluster, app_name: str, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    app = App(app_name, client=cluster.client)
+
+    @app.function(timeout_s=300)
+    def long_job(seconds: int) -> int:
+        with open(ran, "a") as f:
+            f.write("start\n")
+        done = 0
+        for _ in range(seconds):
+            time.sleep(1)
+            done += 1
+            print(f"second {done}", flush=True)
+        return done
+
+    app.deploy()
+    job = long_job.spawn(40)
+    wait_until(lambda: job.status() is JobStatus.RUNNING, timeout=60, what="the job to run")
+    time.sleep(5)
+    stopping = time.monotonic()
+    stop(cluster.worker)  # graceful: SIGTERM
+    assert time.monotonic() - stopping < 20, "a worker restart must not wait for running jobs"
+    assert job.status() is JobStatus.RUNNING
+    cluster.worker = cluster.start_worker()
+    assert job.wait(timeout_s=180) == 40
+    assert runs(ran) == ["start"]
+    assert "second 40" in job.logs()
