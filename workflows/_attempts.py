@@ -1,0 +1,194 @@
+"""Running one input on a deployment, with Apothic's retry rules (shared by every workflow
+that runs inputs: InvocationWorkflow, MapWorkflow)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    TimeoutError as TemporalTimeoutError,
+    TimeoutType,
+)
+
+from apothic._contracts import EXECUTE_ACTIVITY, AttemptRecord, Deployment, ExecuteInput, ExecuteOutput
+from apothic._serialization import CloudPickled
+
+# The function container heartbeats every second while a function runs; this long a silence
+# means its container (or host) is gone.
+EXECUTE_HEARTBEAT = timedelta(seconds=5)
+# Extra time the server allows beyond the function's own timeout, which the container
+# enforces itself (and reports as FunctionTimeoutError).
+TIMEOUT_GRACE = timedelta(seconds=15)
+# Infrastructure failures (a lost container or host) retried before the input fails; they
+# never count against the function's own retries.
+MAX_INFRA_RETRIES = 5
+INFRA_BACKOFF_MAX_S = 30.0
+# Error types that no retry can fix.
+NEVER_RETRY = {
+    "apothic.InvalidInput",
+    "apothic.InvalidResult",
+    "apothic.exceptions.InvalidError",
+    "apothic.exceptions.NotSupportedError",
+}
+
+# Called with the started activity; returns when it is done (or raises to abandon it).
+Waiter = Callable[[workflow.ActivityHandle[ExecuteOutput]], Awaitable[None]]
+
+
+class Failure(Exception):
+    """One failed attempt, classified: ``user``, ``infrastructure`` or ``final``."""
+
+    def __init__(self, kind: str, reason: str, error: BaseException, checkpoint: Any = None) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        self.error = error
+        self.checkpoint = checkpoint
+
+
+class InputRunner:
+    """Runs one input until it succeeds or fails for good.
+
+    The function's own errors and timeouts use its ``Retries`` (durable backoff); a lost
+    container or host is retried up to ``MAX_INFRA_RETRIES`` times without touching that
+    budget, and hands the function's last checkpoint to the next attempt. Each failed attempt
+    is recorded in ``records``.
+    """
+
+    def __init__(self, dep: Deployment, job_id: str, *, summary: str = "") -> None:
+        self.dep = dep
+        self.job_id = job_id
+        self.summary = summary or f"{dep.app}.{dep.function} v{dep.version}"
+        self.attempt = 0
+        self.records: list[AttemptRecord] = []
+        self.on_retry: Callable[[AttemptRecord], None] | None = None
+
+    async def run(self, args: CloudPickled, wait: Waiter | None = None) -> ExecuteOutput:
+        """The input's output; raises the final failure as a non-retryable ApplicationError
+        (or CancelledError when cancelled)."""
+        user_retries = infra_retries = 0
+        checkpoint: CloudPickled | None = None
+        retry = self.dep.spec.retry
+        while True:
+            self.attempt += 1
+            try:
+                return await self._attempt(args, checkpoint, wait)
+            except Failure as f:
+                if f.kind == "infrastructure" and infra_retries < MAX_INFRA_RETRIES:
+                    infra_retries += 1
+                    checkpoint = f.checkpoint or checkpoint
+                    delay = min(2.0 ** (infra_retries - 1), INFRA_BACKOFF_MAX_S)
+                elif f.kind == "user" and user_retries < retry.max_retries:
+                    user_retries += 1
+                    delay = retry.delay(user_retries)
+                else:
+                    self._record(f, 0.0, retried=False)
+                    raise f.error from None
+                record = self._record(f, delay, retried=True)
+                if self.on_retry is not None:
+                    self.on_retry(record)
+                await workflow.sleep(timedelta(seconds=delay), summary=f"{f.kind} retry of attempt {self.attempt}")
+
+    async def _attempt(self, args: CloudPickled, checkpoint: CloudPickled | None, wait: Waiter | None) -> ExecuteOutput:
+        dep, spec = self.dep, self.dep.spec
+        execute = workflow.start_activity(
+            EXECUTE_ACTIVITY,
+            ExecuteInput(
+                job_id=self.job_id,
+                function=dep.function,
+                version=dep.version,
+                args=args,
+                timeout_s=spec.timeout_s,
+                attempt=self.attempt,
+                checkpoint=checkpoint,
+            ),
+            task_queue=dep.task_queue,
+            result_type=ExecuteOutput,
+            schedule_to_start_timeout=timedelta(seconds=dep.startup_timeout_s),
+            start_to_close_timeout=timedelta(seconds=spec.timeout_s) + TIMEOUT_GRACE,
+            heartbeat_timeout=EXECUTE_HEARTBEAT,
+            retry_policy=RetryPolicy(maximum_attempts=1),  # attempts are counted here, by kind
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=f"{self.summary} attempt {self.attempt}",
+        )
+        try:
+            if wait is not None:
+                await wait(execute)
+            return await execute
+        except ActivityError as e:
+            raise self._classify(e) from None
+        except (asyncio.CancelledError, CancelledError):
+            if not execute.done():
+                # Wait until the container has stopped the function (or it finished anyway).
+                execute.cancel()
+                try:
+                    await execute
+                except (ActivityError, asyncio.CancelledError, CancelledError):
+                    pass
+            raise
+        except Failure:
+            if not execute.done():
+                execute.cancel()
+            raise
+
+    def _classify(self, e: ActivityError) -> Failure:
+        cause, dep = e.cause, self.dep
+        if isinstance(cause, ApplicationError):
+            error = ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
+            kind = cause.type or ""
+            if kind in NEVER_RETRY or kind in dep.spec.retry.non_retryable or cause.non_retryable:
+                return Failure("final", f"{kind}: {cause.message}", error)
+            return Failure("user", f"{kind}: {cause.message}", error)
+        if isinstance(cause, TemporalTimeoutError):
+            if cause.type == TimeoutType.SCHEDULE_TO_START:
+                reason = f"no container took the input within {dep.startup_timeout_s:.0f} s"
+                return Failure(
+                    "final",
+                    reason,
+                    ApplicationError(
+                        f"{reason}. Look at the control worker's log and the fleet workflow {dep.fleet_id} in the "
+                        "Temporal UI; raise worker.startup_timeout_s in temporal-dev.yaml if containers start slowly.",
+                        type="PlacementError",
+                        non_retryable=True,
+                    ),
+                )
+            details = cause.last_heartbeat_details
+            checkpoint = None
+            if details and isinstance(details[0], dict) and isinstance(details[0].get("checkpoint"), dict):
+                checkpoint = CloudPickled(**details[0]["checkpoint"])
+            what = "stopped responding" if cause.type == TimeoutType.HEARTBEAT else "never answered"
+            reason = f"the function's container {what} (attempt {self.attempt})"
+            return Failure(
+                "infrastructure",
+                reason,
+                ApplicationError(
+                    f"{reason}; gave up after {MAX_INFRA_RETRIES} infrastructure retries",
+                    type="ContainerLost",
+                    non_retryable=True,
+                ),
+                checkpoint,
+            )
+        if isinstance(cause, CancelledError):
+            return Failure("final", "cancelled", cause)
+        text = str(cause or e)
+        return Failure("final", text, ApplicationError(text, type="RemoteError", non_retryable=True))
+
+    def _record(self, f: Failure, delay: float, retried: bool) -> AttemptRecord:
+        record = AttemptRecord(
+            attempt=self.attempt,
+            kind=f.kind,
+            reason=f.reason[:2000],
+            at=workflow.now().isoformat(),
+            retry_in_s=delay,
+            retried=retried,
+        )
+        self.records.append(record)
+        return record
