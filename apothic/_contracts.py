@@ -15,10 +15,14 @@ from ._serialization import CloudPickled
 
 # Names of workflows, activities, signals and queries: stable, never renamed.
 INVOCATION_WORKFLOW = "InvocationWorkflow"
+MAP_WORKFLOW = "MapWorkflow"
 FLEET_WORKFLOW = "FleetWorkflow"
 CONTAINER_WORKFLOW = "ContainerWorkflow"
 APP_WORKFLOW = "AppWorkflow"
 EXECUTE_ACTIVITY = "apothic.execute"
+EXECUTE_BATCH_ACTIVITY = "apothic.execute_batch"
+# Error type of a batch input its container did not get to (requeued, never counted).
+NOT_RUN = "apothic.NotRun"
 RESOLVE_ACTIVITY = "apothic.resolve_deployment"
 ENSURE_FLEET_ACTIVITY = "apothic.ensure_fleet"
 CLOSED_JOBS_ACTIVITY = "apothic.closed_jobs"
@@ -269,10 +273,14 @@ class ExecuteOutput:
 
 @dataclasses.dataclass(frozen=True)
 class Demand:
-    """Signal to a fleet: a job needs (``active``) or no longer needs capacity."""
+    """Signal to a fleet: a job needs (``active``) or no longer needs capacity.
+
+    ``weight`` is how many inputs at once it can use (a map asks for several).
+    """
 
     job_id: str
     active: bool = True
+    weight: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +297,7 @@ class FleetInput:
     outstanding: list[str] = dataclasses.field(default_factory=list)
     failures: int = 0
     retired: bool = False
+    weights: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,3 +361,107 @@ class ClosedJobsResult:
 class EnsureFleetRequest:
     deployment: Deployment
     demand: Demand
+
+
+@dataclasses.dataclass(frozen=True)
+class MapItem:
+    """One input of a map: its position and its pickled ``(args, kwargs)``."""
+
+    index: int
+    args: CloudPickled
+
+
+@dataclasses.dataclass(frozen=True)
+class MapResultItem:
+    """One output of a map: the pickled value, or the failure (message, type, details)."""
+
+    index: int
+    ok: bool
+    value: CloudPickled | None = None
+    error_message: str = ""
+    error_type: str = ""
+    error_detail: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The error can never succeed on a retry (it was raised as non-retryable).
+    final: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class MapFeed:
+    """A batch of inputs sent to a MapWorkflow (``final``: no more will come)."""
+
+    items: list[MapItem]
+    final: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class MapFeedResult:
+    accepted: bool
+    fed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MapState:
+    """What a MapWorkflow carries across continue-as-new."""
+
+    pending: list[MapItem] = dataclasses.field(default_factory=list)
+    fed: int = 0
+    final: bool = False
+    done: int = 0
+    failed: int = 0
+    acked: int = 0
+    runs: int = 1
+    # index -> [user retries, infrastructure retries] used so far
+    retries: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecuteBatchInput:
+    """Several inputs of a map for ``apothic.execute_batch``: run one after the other."""
+
+    job_id: str
+    function: str
+    version: int
+    items: list[MapItem]
+    timeout_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecuteBatchOutput:
+    results: list[MapResultItem]
+    container_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class MapInput:
+    map_id: str
+    app: str
+    function: str
+    deployment: Deployment | None = None
+    max_in_flight: int = 64
+    state: MapState | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MapResultsRequest:
+    from_index: int
+    max_bytes: int = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class MapResults:
+    items: list[MapResultItem]
+
+
+@dataclasses.dataclass(frozen=True)
+class MapProgress:
+    """What the ``progress`` query of a MapWorkflow answers."""
+
+    map_id: str
+    fed: int
+    final: bool
+    done: int
+    failed: int
+    in_flight: int
+    pending: int
+    acked: int
+    runs: int

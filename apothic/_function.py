@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from temporalio.client import WorkflowFailureError
@@ -36,6 +36,7 @@ from ._contracts import (
 )
 from ._job import Job, translate_failure
 from ._loop import AioNamespace, synced
+from ._mapping import run_map, spawn_each
 from ._serialization import MAX_INLINE_BYTES, CloudPickled
 from .exceptions import CallTimeoutError, InvalidError, NotFoundError, NotSupportedError
 
@@ -117,9 +118,11 @@ class _Invocable(Generic[P, R]):
     async def _start(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], idempotency_key: str | None = None
     ) -> Job:
+        return await self._start_packed(self._pack(args, kwargs), idempotency_key)
+
+    async def _start_packed(self, packed: CloudPickled, idempotency_key: str | None = None) -> Job:
         settings = self._cp.settings
         client = await get_client(settings)
-        packed = self._pack(args, kwargs)
         dep = await self._resolve()
         if idempotency_key is not None:
             if not isinstance(idempotency_key, str) or not idempotency_key:
@@ -195,24 +198,43 @@ class _Invocable(Generic[P, R]):
             raise translate_failure(e, job.job_id) from None
         return result.value.load()
 
-    async def _not_yet(self, what: str) -> Any:
-        raise NotSupportedError(f"{what} is not supported yet. Fix: call spawn() in a loop and wait() on each job.")
+    @synced
+    async def map(
+        self, items: Iterable[Any], *, timeout_s: float = 600.0, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Call the function once per item (one argument each); results in input order.
+
+        All inputs run in one MapWorkflow, at most 64 at a time, on up to ``max_containers``
+        containers; any number of inputs works (they are fed and read back in batches).
+        A failing input raises its own exception (the rest is cancelled) unless
+        ``return_exceptions=True``, which puts the exception in its place. An iterator that
+        raises fails the call with that error; an empty one returns ``[]`` at once.
+        ``timeout_s`` bounds the whole call (``CallTimeoutError``, the map is cancelled).
+        """
+        return await run_map(
+            self, items, star=False, collect=True, timeout_s=timeout_s, return_exceptions=return_exceptions
+        )  # type: ignore[return-value]
 
     @synced
-    async def map(self, items: Any, *, timeout_s: float = 600.0) -> list[Any]:
-        return await self._not_yet("map()")
+    async def starmap(
+        self, items: Iterable[Any], *, timeout_s: float = 600.0, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Like :meth:`map`, each item being the tuple of positional arguments of one call."""
+        return await run_map(
+            self, items, star=True, collect=True, timeout_s=timeout_s, return_exceptions=return_exceptions
+        )  # type: ignore[return-value]
 
     @synced
-    async def starmap(self, items: Any, *, timeout_s: float = 600.0) -> list[Any]:
-        return await self._not_yet("starmap()")
+    async def for_each(
+        self, items: Iterable[Any], *, timeout_s: float = 600.0, return_exceptions: bool = False
+    ) -> None:
+        """Like :meth:`map` for its effects: results are not kept; a failure still raises."""
+        await run_map(self, items, star=False, collect=False, timeout_s=timeout_s, return_exceptions=return_exceptions)
 
     @synced
-    async def for_each(self, items: Any, *, timeout_s: float = 600.0) -> None:
-        return await self._not_yet("for_each()")
-
-    @synced
-    async def spawn_map(self, items: Any) -> list[Job]:
-        return await self._not_yet("spawn_map()")
+    async def spawn_map(self, items: Iterable[Any]) -> list[Job]:
+        """Submit one job per item (one argument each) and return the jobs at once, in order."""
+        return await spawn_each(self, items)
 
     def remote_gen(self, *args: Any, timeout_s: float = 600.0, **kwargs: Any) -> Any:
         raise NotSupportedError("remote_gen() is not supported yet. Fix: return a list from the function instead.")

@@ -7,7 +7,8 @@ from ._app import AppWorkflow
 from ._container import ContainerWorkflow
 from ._fleet import FleetWorkflow
 from ._invocation import InvocationWorkflow
+from ._map import MapWorkflow
 
-ALL_WORKFLOWS = [AppWorkflow, ContainerWorkflow, FleetWorkflow, InvocationWorkflow]
+ALL_WORKFLOWS = [AppWorkflow, ContainerWorkflow, FleetWorkflow, InvocationWorkflow, MapWorkflow]
 
-__all__ = ["ALL_WORKFLOWS", "AppWorkflow", "ContainerWorkflow", "FleetWorkflow", "InvocationWorkflow"]
+__all__ = ["ALL_WORKFLOWS", "AppWorkflow", "ContainerWorkflow", "FleetWorkflow", "InvocationWorkflow", "MapWorkflow"]

@@ -43,6 +43,13 @@ NEVER_RETRY = {
 Waiter = Callable[[workflow.ActivityHandle[ExecuteOutput]], Awaitable[None]]
 
 
+def error_kind(error_type: str, non_retryable: bool, dep: Deployment) -> str:
+    """``final`` or ``user`` for an error the function's container reported."""
+    if error_type in NEVER_RETRY or error_type in dep.spec.retry.non_retryable or non_retryable:
+        return "final"
+    return "user"
+
+
 class Failure(Exception):
     """One failed attempt, classified: ``user``, ``infrastructure`` or ``final``."""
 
@@ -144,9 +151,7 @@ class InputRunner:
         if isinstance(cause, ApplicationError):
             error = ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
             kind = cause.type or ""
-            if kind in NEVER_RETRY or kind in dep.spec.retry.non_retryable or cause.non_retryable:
-                return Failure("final", f"{kind}: {cause.message}", error)
-            return Failure("user", f"{kind}: {cause.message}", error)
+            return Failure(error_kind(kind, cause.non_retryable, dep), f"{kind}: {cause.message}", error)
         if isinstance(cause, TemporalTimeoutError):
             if cause.type == TimeoutType.SCHEDULE_TO_START:
                 reason = f"no container took the input within {dep.startup_timeout_s:.0f} s"

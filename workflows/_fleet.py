@@ -49,7 +49,8 @@ class FleetWorkflow:
     def __init__(self, inp: FleetInput) -> None:
         self.dep = inp.deployment
         self.containers: dict[str, ContainerRecord] = {c.container_id: c for c in inp.containers}
-        self.outstanding: dict[str, None] = dict.fromkeys(inp.outstanding)
+        # job id -> how many inputs at once it can use
+        self.outstanding: dict[str, int] = {j: inp.weights.get(j, 1) for j in inp.outstanding}
         self.failures = inp.failures
         self.retired = inp.retired
         self.last_error = ""
@@ -60,7 +61,7 @@ class FleetWorkflow:
         if d.active:
             if not self.outstanding and self.failures >= MAX_START_FAILURES:
                 self.failures = 0  # past failures failed the jobs of their time; try afresh
-            self.outstanding[d.job_id] = None
+            self.outstanding[d.job_id] = max(1, d.weight)
         else:
             self.outstanding.pop(d.job_id, None)
         self.changed = True
@@ -120,7 +121,7 @@ class FleetWorkflow:
         if not self.outstanding:
             return 0
         per = max(1, self.dep.spec.concurrent_requests)
-        return min(self.dep.spec.max_containers, math.ceil(len(self.outstanding) / per))
+        return min(self.dep.spec.max_containers, math.ceil(sum(self.outstanding.values()) / per))
 
     async def _scale_up(self) -> None:
         if self._wanted() <= len(self._active()) or self.failures >= MAX_START_FAILURES:
@@ -196,4 +197,5 @@ class FleetWorkflow:
             outstanding=list(self.outstanding),
             failures=self.failures,
             retired=self.retired,
+            weights=dict(self.outstanding),
         )

@@ -61,6 +61,7 @@ class MainThreadExecutor:
         self._current: WorkItem | None = None
         self._in_user_code = False
         self._main_ident = threading.main_thread().ident
+        self._capture = _Capture()
 
     def submit(self, item: WorkItem) -> concurrent.futures.Future:
         self._queue.put(item)
@@ -94,7 +95,7 @@ class MainThreadExecutor:
 
     def _run(self, item: WorkItem) -> None:
         self._current = item
-        capture = _Capture()
+        capture = self._capture.reset()
         item.log_path = capture.path
         _checkpoint._bind(item)
         try:
@@ -122,11 +123,19 @@ async def _awaited(awaitable: Any) -> Any:
 
 
 class _Capture:
-    """Send fds 1 and 2 (and sys.stdout/err) to a file while user code runs."""
+    """Send fds 1 and 2 (and sys.stdout/err) to a file while user code runs.
+
+    One file per container, emptied before each input (one input runs at a time).
+    """
 
     def __init__(self) -> None:
         fd, self.path = tempfile.mkstemp(prefix="apothic-log-", suffix=".txt")
         self._fd = fd
+
+    def reset(self) -> "_Capture":
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        return self
 
     def __enter__(self) -> "_Capture":
         for stream in (sys.stdout, sys.stderr):
@@ -143,7 +152,6 @@ class _Capture:
         os.dup2(self._saved[1], 2)
         os.close(self._saved[0])
         os.close(self._saved[1])
-        os.close(self._fd)
 
     def read(self) -> str:
         return read_log(self.path)

@@ -21,6 +21,11 @@ from .._client import connect
 from .._config import Settings
 from .._contracts import (
     EXECUTE_ACTIVITY,
+    EXECUTE_BATCH_ACTIVITY,
+    NOT_RUN,
+    ExecuteBatchInput,
+    ExecuteBatchOutput,
+    MapResultItem,
     EXIT_BAD_CODE,
     EXIT_REPLACE,
     CodeRequest,
@@ -136,7 +141,7 @@ class Runtime:
         worker = Worker(
             client,
             task_queue=cfg.task_queue,
-            activities=[self.execute],
+            activities=[self.execute, self.execute_batch],
             max_concurrent_activities=max(1, cfg.concurrency),
             max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_EVERY_S),
             default_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_EVERY_S),
@@ -198,16 +203,49 @@ class Runtime:
             self._in_flight -= 1
             self._last_busy = time.monotonic()
 
+    @activity.defn(name=EXECUTE_BATCH_ACTIVITY)
+    async def execute_batch(self, inp: ExecuteBatchInput) -> ExecuteBatchOutput:
+        """Run a map's inputs one after the other, each with its own timeout and result."""
+        cfg = self.config
+        if inp.function != cfg.function or inp.version != cfg.version:
+            raise ApplicationError(
+                f"input for {inp.function} v{inp.version} reached the container of {cfg.function} v{cfg.version}",
+                type="apothic.InvalidInput",
+                non_retryable=True,
+            )
+        results: list[MapResultItem] = []
+        self._in_flight += 1
+        try:
+            for item in inp.items:
+                if self.stuck:  # an earlier input ignored its interruption: leave the rest to others
+                    results.append(MapResultItem(index=item.index, ok=False, error_type=NOT_RUN))
+                    continue
+                one = ExecuteInput(
+                    job_id=f"{inp.job_id}#{item.index}", function=inp.function, version=inp.version,
+                    args=item.args, timeout_s=inp.timeout_s,
+                )
+                try:
+                    out = await self._execute(one)
+                    results.append(MapResultItem(index=item.index, ok=True, value=out.value))
+                except ApplicationError as e:
+                    detail = e.details[0] if e.details and isinstance(e.details[0], dict) else {}
+                    results.append(
+                        MapResultItem(
+                            index=item.index, ok=False, error_message=e.message, error_type=e.type or "",
+                            error_detail=detail, final=e.non_retryable,
+                        )
+                    )
+                activity.heartbeat({"done": len(results)})
+        finally:
+            self._in_flight -= 1
+            self._last_busy = time.monotonic()
+        return ExecuteBatchOutput(results=results, container_id=cfg.container_id)
+
     async def _execute(self, inp: ExecuteInput) -> ExecuteOutput:
         args, kwargs = inp.args.load()
         item = WorkItem(self.fn, tuple(args), dict(kwargs), checkpoint_in=inp.checkpoint)
         fut = asyncio.wrap_future(self.executor.submit(item))
-        try:
-            return await self._supervise(inp, item, fut)
-        finally:
-            if item.log_path:
-                with contextlib.suppress(OSError):
-                    os.unlink(item.log_path)
+        return await self._supervise(inp, item, fut)
 
     async def _supervise(self, inp: ExecuteInput, item: WorkItem, fut: asyncio.Future) -> ExecuteOutput:
         deadline = time.monotonic() + inp.timeout_s

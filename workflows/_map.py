@@ -1,0 +1,351 @@
+"""MapWorkflow: one ``map``/``starmap``/``for_each`` call over any number of inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+from apothic._contracts import (
+    EXECUTE_BATCH_ACTIVITY,
+    MAP_WORKFLOW,
+    NOT_RUN,
+    ExecuteBatchInput,
+    ExecuteBatchOutput,
+    RESOLVE_ACTIVITY,
+    Demand,
+    Deployment,
+    MapFeed,
+    MapFeedResult,
+    MapInput,
+    MapItem,
+    MapProgress,
+    MapResultItem,
+    MapResults,
+    MapResultsRequest,
+    MapState,
+    ResolveRequest,
+)
+
+from ._attempts import (
+    EXECUTE_HEARTBEAT,
+    MAX_INFRA_RETRIES,
+    TIMEOUT_GRACE,
+    InputRunner,
+    error_kind,
+)
+from ._invocation import demand_capacity
+
+# Inputs accepted but not yet running, and results not yet taken by the client, are bounded
+# in bytes: they are the state carried across continue-as-new (one payload, at most 2 MiB).
+PENDING_BUDGET_BYTES = 600_000
+RESULTS_BUDGET_BYTES = 800_000
+# Inputs per execute_batch activity at most (fewer when there are few: they spread over
+# max_in_flight batches, one per container).
+MAX_BATCH = 32
+# Continue-as-new well before Temporal's history limits (51,200 events, 50 MB); batches carry
+# their inputs and outputs, so the size counts too.
+MAX_HISTORY_EVENTS = 4000
+MAX_HISTORY_BYTES = 2_000_000
+
+
+def _size(item: MapItem | MapResultItem) -> int:
+    """Bytes the item takes as JSON (base64 data plus the envelope's fields)."""
+    envelope = 250
+    if isinstance(item, MapItem):
+        return len(item.args.data) + len(item.args.qualname) + envelope
+    value = len(item.value.data) + len(item.value.qualname) if item.value else 0
+    return value + len(item.error_message) + len(str(item.error_detail)) + envelope
+
+
+@workflow.defn(name=MAP_WORKFLOW)
+class MapWorkflow:
+    """Runs a stream of inputs on one deployment, at most ``max_in_flight`` at a time.
+
+    The client feeds inputs in batches (update ``feed``, refused while the pending budget is
+    full), reads results in input order (query ``results``) and acknowledges them (signal
+    ``ack``), so that neither inputs nor results pile up here. Each input runs with the
+    function's retry rules (``InputRunner``). When the history grows long the workflow stops
+    starting inputs, lets the running ones finish, waits until the client has taken every
+    result, and continues as new with what is left: any number of inputs fits.
+    """
+
+    @workflow.init
+    def __init__(self, inp: MapInput) -> None:
+        st = inp.state or MapState()
+        self.inp = inp
+        self.pending: list[MapItem] = list(st.pending)
+        self.fed = st.fed
+        self.final = st.final
+        self.done = st.done
+        self.failed = st.failed
+        self.acked = st.acked
+        self.runs = st.runs
+        self.results: dict[int, MapResultItem] = {}
+        self.in_flight: dict[int, asyncio.Task[None]] = {}  # batch number -> its task
+        self.capacity_error = ""
+        self.changed = False
+        self.results_bytes = 0
+        self.details_done = -1
+        self.retries: dict[str, list[int]] = {k: list(v) for k, v in st.retries.items()}
+        self.waiting: dict[int, asyncio.Task[None]] = {}  # inputs sleeping before a user retry
+        self.batch_seq = 0
+        spec = inp.deployment.spec if inp.deployment else None
+        per_container = (spec.concurrent_requests if spec else 1) or 1
+        containers = spec.max_containers if spec else 1
+        # Two batches per container: one runs while the next waits on its task queue.
+        self.max_batches = max(1, min(inp.max_in_flight, 2 * containers * per_container))
+
+    # --- messages -----------------------------------------------------------------------
+
+    @workflow.update
+    def feed(self, batch: MapFeed) -> MapFeedResult:
+        """Accept a batch of inputs (idempotent: indexes already fed are ignored)."""
+        if self.final:
+            return MapFeedResult(accepted=True, fed=self.fed)
+        if batch.items and self.pending and sum(_size(i) for i in self.pending) >= PENDING_BUDGET_BYTES:
+            return MapFeedResult(accepted=False, fed=self.fed)
+        for item in batch.items:
+            if item.index == self.fed:
+                self.pending.append(item)
+                self.fed += 1
+        if batch.final and (not batch.items or batch.items[-1].index < self.fed):
+            self.final = True
+        self.changed = True
+        return MapFeedResult(accepted=True, fed=self.fed)
+
+    @workflow.signal
+    def ack(self, upto: int) -> None:
+        """The client has taken every result before index ``upto``."""
+        for index in [i for i in self.results if i < upto]:
+            self.results_bytes -= _size(self.results.pop(index))
+        self.acked = max(self.acked, upto)
+        self.changed = True
+
+    @workflow.signal
+    def capacity_failed(self, reason: str) -> None:
+        """From the fleet: no container could be started."""
+        self.capacity_error = reason
+        self.changed = True
+
+    @workflow.query
+    def results(self, req: MapResultsRequest) -> MapResults:
+        out: list[MapResultItem] = []
+        size = 0
+        index = req.from_index
+        while index in self.results and (not out or size < req.max_bytes):
+            item = self.results[index]
+            out.append(item)
+            size += _size(item)
+            index += 1
+        return MapResults(items=out)
+
+    @workflow.query
+    def progress(self) -> MapProgress:
+        return MapProgress(
+            map_id=self.inp.map_id,
+            fed=self.fed,
+            final=self.final,
+            done=self.done,
+            failed=self.failed,
+            in_flight=len(self.in_flight) + len(self.waiting),
+            pending=len(self.pending),
+            acked=self.acked,
+            runs=self.runs,
+        )
+
+    # --- the run ------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: MapInput) -> int:
+        dep = inp.deployment or await self._resolve()
+        demand = Demand(job_id=inp.map_id, weight=self.max_batches)
+        await demand_capacity(dep, demand)
+        try:
+            while True:
+                draining = self._history_long()
+                if not draining:
+                    self._start_inputs(dep)
+                idle = not self.in_flight and not self.waiting
+                if self.final and not self.pending and idle and self.acked >= self.fed:
+                    break
+                if draining and idle and self.acked >= self.done:
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(self._carry())
+                self.changed = False
+                if self.done - self.details_done >= 100 or not self.in_flight:
+                    self.details_done = self.done
+                    workflow.set_current_details(
+                        f"{self.done} of {self.fed}{'' if self.final else '+'} inputs done, {self.failed} failed, "
+                        f"{len(self.in_flight)} running (run {self.runs})"
+                    )
+                await workflow.wait_condition(lambda: self.changed)
+        except (asyncio.CancelledError, CancelledError):
+            tasks = [*self.in_flight.values(), *self.waiting.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._release(dep)
+            raise
+        await self._release(dep)
+        return self.done
+
+    async def _resolve(self) -> Deployment:
+        try:
+            return await workflow.execute_local_activity(
+                RESOLVE_ACTIVITY,
+                ResolveRequest(app=self.inp.app, function=self.inp.function),
+                result_type=Deployment,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["NotFound"]),
+            )
+        except ActivityError as e:
+            cause = e.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+            raise ApplicationError(message, type="NotFound", non_retryable=True) from None
+
+    async def _release(self, dep: Deployment) -> None:
+        try:
+            await workflow.get_external_workflow_handle(dep.fleet_id).signal(
+                "demand", Demand(job_id=self.inp.map_id, active=False)
+            )
+        except Exception:
+            pass
+
+    def _history_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > MAX_HISTORY_EVENTS
+            or info.get_current_history_size() > MAX_HISTORY_BYTES
+        )
+
+    def _start_inputs(self, dep: Deployment) -> None:
+        """Start batches of pending inputs while there is room (batches spread the inputs over
+        up to ``max_batches`` containers; a batch is at most MAX_BATCH inputs)."""
+        while (
+            self.pending
+            and len(self.in_flight) < self.max_batches
+            and self.results_bytes < RESULTS_BUDGET_BYTES
+        ):
+            size = max(1, min(MAX_BATCH, math.ceil(len(self.pending) / self.max_batches)))
+            batch, self.pending = self.pending[:size], self.pending[size:]
+            self.batch_seq += 1
+            self.in_flight[self.batch_seq] = asyncio.create_task(self._run_batch(dep, self.batch_seq, batch))
+
+    async def _run_batch(self, dep: Deployment, seq: int, batch: list[MapItem]) -> None:
+        spec = dep.spec
+        first, last = batch[0].index, batch[-1].index
+        execute = workflow.start_activity(
+            EXECUTE_BATCH_ACTIVITY,
+            ExecuteBatchInput(
+                job_id=self.inp.map_id, function=dep.function, version=dep.version, items=batch,
+                timeout_s=spec.timeout_s,
+            ),
+            task_queue=dep.task_queue,
+            result_type=ExecuteBatchOutput,
+            schedule_to_start_timeout=timedelta(seconds=dep.startup_timeout_s),
+            start_to_close_timeout=timedelta(seconds=spec.timeout_s * len(batch)) + TIMEOUT_GRACE,
+            heartbeat_timeout=EXECUTE_HEARTBEAT,
+            retry_policy=RetryPolicy(maximum_attempts=1),  # retries are counted per input, by kind
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=f"{dep.app}.{dep.function} inputs {first}..{last}",
+        )
+        try:
+            await workflow.wait_condition(lambda: execute.done() or bool(self.capacity_error))
+            if not execute.done():
+                execute.cancel()
+                self._fail_all(batch, "PlacementError", self.capacity_error)
+            else:
+                out = await execute
+                for result in out.results:
+                    self._settle(dep, result, next(i for i in batch if i.index == result.index))
+        except ActivityError as e:
+            failure = InputRunner(dep, self.inp.map_id)._classify(e)
+            if failure.kind == "infrastructure":
+                for item in batch:
+                    counts = self.retries.setdefault(str(item.index), [0, 0])
+                    if counts[1] < MAX_INFRA_RETRIES:
+                        counts[1] += 1
+                        self.pending.insert(0, item)
+                    else:
+                        self._fail_one(item.index, "ContainerLost", failure.reason)
+                self.pending.sort(key=lambda i: i.index)
+            else:
+                error = failure.error
+                message = error.message if isinstance(error, ApplicationError) else failure.reason
+                kind = error.type if isinstance(error, ApplicationError) else "RemoteError"
+                self._fail_all(batch, kind or "RemoteError", message)
+        except (asyncio.CancelledError, CancelledError):
+            if not execute.done():
+                execute.cancel()
+                try:
+                    await execute
+                except (ActivityError, asyncio.CancelledError, CancelledError):
+                    pass
+            raise
+        finally:
+            self.in_flight.pop(seq, None)
+            self.changed = True
+
+    def _settle(self, dep: Deployment, result: MapResultItem, item: MapItem) -> None:
+        if result.ok:
+            self._store(result)
+            return
+        if result.error_type == NOT_RUN:
+            self.pending.insert(0, item)
+            self.pending.sort(key=lambda i: i.index)
+            return
+        counts = self.retries.setdefault(str(item.index), [0, 0])
+        retry = dep.spec.retry
+        if error_kind(result.error_type, result.final, dep) == "user" and counts[0] < retry.max_retries:
+            counts[0] += 1
+            self.waiting[item.index] = asyncio.create_task(self._requeue(item, retry.delay(counts[0])))
+            return
+        self.failed += 1
+        self._store(result)
+
+    async def _requeue(self, item: MapItem, delay: float) -> None:
+        await workflow.sleep(timedelta(seconds=delay), summary=f"user retry of input {item.index}")
+        self.waiting.pop(item.index, None)
+        self.pending.insert(0, item)
+        self.pending.sort(key=lambda i: i.index)
+        self.changed = True
+
+    def _fail_all(self, batch: list[MapItem], kind: str, message: str) -> None:
+        for item in batch:
+            self._fail_one(item.index, kind, message)
+
+    def _fail_one(self, index: int, kind: str, message: str) -> None:
+        self.failed += 1
+        self._store(MapResultItem(index=index, ok=False, error_message=message, error_type=kind, final=True))
+
+    def _store(self, result: MapResultItem) -> None:
+        self.retries.pop(str(result.index), None)
+        self.results[result.index] = result
+        self.results_bytes += _size(result)
+        self.done += 1
+
+    def _carry(self) -> MapInput:
+        return MapInput(
+            map_id=self.inp.map_id,
+            app=self.inp.app,
+            function=self.inp.function,
+            deployment=self.inp.deployment,
+            max_in_flight=self.inp.max_in_flight,
+            state=MapState(
+                pending=list(self.pending),
+                fed=self.fed,
+                final=self.final,
+                done=self.done,
+                failed=self.failed,
+                acked=self.acked,
+                runs=self.runs + 1,
+                retries={k: list(v) for k, v in self.retries.items()},
+            ),
+        )
