@@ -1,0 +1,158 @@
+"""map, starmap, for_each and spawn_map against a real server, worker and containers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+import apothic
+from apothic import App, Retries
+from apothic._contracts import MapProgress
+
+pytestmark = pytest.mark.usefixtures("control_worker")
+
+
+class OddError(Exception):
+    pass
+
+
+def test_map_family_results_in_input_order(app_name: str, tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    app = App(app_name)
+
+    @app.function(max_containers=2)
+    def square(x: int) -> int:
+        return x * x
+
+    @app.function()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.function()
+    def record(x: int) -> None:
+        with open(seen, "a") as f:
+            f.write(f"{x}\n")
+
+    app.deploy()
+    assert square.map(range(300)) == [x * x for x in range(300)]
+    assert square.map(iter([3, 1, 2])) == [9, 1, 4]  # any iterable, no len()
+    assert add.starmap([(1, 2), (3, 4), (5, 6)]) == [3, 7, 11]
+    assert record.for_each(range(5)) is None
+    assert sorted(int(x) for x in seen.read_text().split()) == [0, 1, 2, 3, 4]
+    started = time.monotonic()
+    assert square.map([]) == [] and add.starmap(iter(())) == []
+    assert time.monotonic() - started < 0.5  # an empty input returns at once
+    jobs = square.spawn_map([4, 5, 6])
+    assert [j.wait() for j in jobs] == [16, 25, 36]
+    with pytest.raises(apothic.InvalidError, match="starmap"):
+        add.starmap([1, 2])
+
+
+def test_failures_and_return_exceptions(app_name: str) -> None:
+    app = App(app_name)
+
+    @app.function()
+    def check(x: int) -> int:
+        if x % 2:
+            raise OddError(f"odd {x}")
+        return x
+
+    app.deploy()
+    with pytest.raises(OddError, match="odd 1"):
+        check.map(range(10))
+    out = check.map(range(6), return_exceptions=True)
+    assert [v for v in out if not isinstance(v, Exception)] == [0, 2, 4]
+    errors = [v for v in out if isinstance(v, Exception)]
+    assert [type(e) for e in errors] == [OddError] * 3 and str(errors[1]) == "odd 3"
+
+    def broken():
+        yield 2
+        yield 4
+        raise KeyError("the input iterator broke")
+
+    with pytest.raises(KeyError, match="the input iterator broke"):
+        check.map(broken())
+
+
+def test_inputs_retry_by_their_own_policy(app_name: str, tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    app = App(app_name)
+
+    @app.function(retries=Retries(max_retries=2, initial_delay=0.2), max_containers=2)
+    def flaky(x: int) -> int:
+        mark = marks / str(x)
+        count = int(mark.read_text()) if mark.exists() else 0
+        mark.write_text(str(count + 1))
+        if x % 3 == 0 and count < 2:
+            raise ConnectionError("try again")
+        return x
+
+    app.deploy()
+    assert flaky.map(range(30)) == list(range(30))
+    assert int((marks / "3").read_text()) == 3 and int((marks / "4").read_text()) == 1
+
+
+async def test_async_map_and_progress(temporal: str, app_name: str) -> None:
+    app = App(app_name)
+
+    @app.function()
+    def slow(x: int) -> int:
+        time.sleep(0.05)
+        return x
+
+    await app.aio.deploy()
+    task = asyncio.ensure_future(slow.aio.map(range(60)))
+    client = await Client.connect(temporal)
+    progress: MapProgress | None = None
+    for _ in range(200):
+        await asyncio.sleep(0.1)
+        maps = [wf async for wf in client.list_workflows(f"WorkflowType='MapWorkflow' AND ApothicApp='{app_name}'")]
+        if maps:
+            try:
+                progress = await client.get_workflow_handle(maps[0].id).query("progress", result_type=MapProgress)
+            except Exception:  # noqa: BLE001 - not yet queryable
+                continue
+            if progress.done > 0:
+                break
+    assert await task == list(range(60))
+    assert progress is not None and progress.fed == 60 and progress.final and 0 < progress.done <= 60
+
+
+def test_caller_timeout_cancels_the_map(app_name: str) -> None:
+    app = App(app_name)
+
+    @app.function()
+    def nap(x: int) -> int:
+        time.sleep(30)
+        return x
+
+    app.deploy()
+    started = time.monotonic()
+    with pytest.raises(apothic.CallTimeoutError):
+        nap.map(range(4), timeout_s=3)
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_twenty_thousand_inputs_continue_as_new(temporal: str, app_name: str) -> None:
+    app = App(app_name)
+
+    @app.function(max_containers=2)
+    def ident(x: int) -> int:
+        return x
+
+    app.deploy()
+    assert ident.map(range(20_000)) == list(range(20_000))
+
+    async def runs() -> int:
+        client = await Client.connect(temporal)
+        found = [wf async for wf in client.list_workflows(f"WorkflowType='MapWorkflow' AND ApothicApp='{app_name}'")]
+        return len(found)
+
+    # Several runs of one workflow id (continue-as-new), none near the history limits.
+    assert asyncio.run(runs()) >= 2
