@@ -50,6 +50,16 @@ def error_kind(error_type: str, non_retryable: bool, dep: Deployment) -> str:
     return "user"
 
 
+async def cancel_and_wait(execute: workflow.ActivityHandle[Any]) -> None:
+    """Cancel a running input and wait until its container has stopped it (or it finished)."""
+    if not execute.done():
+        execute.cancel()
+        try:
+            await execute
+        except (ActivityError, asyncio.CancelledError, CancelledError):
+            pass
+
+
 class Failure(Exception):
     """One failed attempt, classified: ``user``, ``infrastructure`` or ``final``."""
 
@@ -133,13 +143,7 @@ class InputRunner:
         except ActivityError as e:
             raise self._classify(e) from None
         except (asyncio.CancelledError, CancelledError):
-            if not execute.done():
-                # Wait until the container has stopped the function (or it finished anyway).
-                execute.cancel()
-                try:
-                    await execute
-                except (ActivityError, asyncio.CancelledError, CancelledError):
-                    pass
+            await cancel_and_wait(execute)
             raise
         except Failure:
             if not execute.done():

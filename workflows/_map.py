@@ -37,6 +37,7 @@ from ._attempts import (
     MAX_INFRA_RETRIES,
     TIMEOUT_GRACE,
     InputRunner,
+    cancel_and_wait,
     error_kind,
 )
 from ._invocation import demand_capacity
@@ -282,12 +283,7 @@ class MapWorkflow:
                 kind = error.type if isinstance(error, ApplicationError) else "RemoteError"
                 self._fail_all(batch, kind or "RemoteError", message)
         except (asyncio.CancelledError, CancelledError):
-            if not execute.done():
-                execute.cancel()
-                try:
-                    await execute
-                except (ActivityError, asyncio.CancelledError, CancelledError):
-                    pass
+            await cancel_and_wait(execute)
             raise
         finally:
             self.in_flight.pop(seq, None)

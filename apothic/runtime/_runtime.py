@@ -187,15 +187,18 @@ class Runtime:
             return e.status != RPCStatusCode.NOT_FOUND  # unreachable server: assume it still runs
         return desc.status == WorkflowExecutionStatus.RUNNING
 
-    @activity.defn(name=EXECUTE_ACTIVITY)
-    async def execute(self, inp: ExecuteInput) -> ExecuteOutput:
+    def _check_input(self, function: str, version: int) -> None:
         cfg = self.config
-        if inp.function != cfg.function or inp.version != cfg.version:
+        if function != cfg.function or version != cfg.version:
             raise ApplicationError(
-                f"input for {inp.function} v{inp.version} reached the container of {cfg.function} v{cfg.version}",
+                f"input for {function} v{version} reached the container of {cfg.function} v{cfg.version}",
                 type="apothic.InvalidInput",
                 non_retryable=True,
             )
+
+    @activity.defn(name=EXECUTE_ACTIVITY)
+    async def execute(self, inp: ExecuteInput) -> ExecuteOutput:
+        self._check_input(inp.function, inp.version)
         self._in_flight += 1
         try:
             return await self._execute(inp)
@@ -206,13 +209,8 @@ class Runtime:
     @activity.defn(name=EXECUTE_BATCH_ACTIVITY)
     async def execute_batch(self, inp: ExecuteBatchInput) -> ExecuteBatchOutput:
         """Run a map's inputs one after the other, each with its own timeout and result."""
+        self._check_input(inp.function, inp.version)
         cfg = self.config
-        if inp.function != cfg.function or inp.version != cfg.version:
-            raise ApplicationError(
-                f"input for {inp.function} v{inp.version} reached the container of {cfg.function} v{cfg.version}",
-                type="apothic.InvalidInput",
-                non_retryable=True,
-            )
         results: list[MapResultItem] = []
         self._in_flight += 1
         try:
