@@ -295,5 +295,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """Console entry point: exit without interpreter finalization.
+
+    The Temporal client's native threads may still call into Python while the interpreter
+    shuts down, which can abort the process after the command has succeeded; output is
+    flushed first, and nothing is left to clean up by then.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

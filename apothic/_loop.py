@@ -62,6 +62,14 @@ def _stop_background_loop() -> None:
         pass
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=2)
+    # Drop the Temporal clients while the interpreter is still whole (their native side
+    # must not outlive it).
+    from . import _client
+
+    _client._clients.clear()
+    import gc
+
+    gc.collect()
 
 
 atexit.register(_stop_background_loop)

@@ -73,6 +73,6 @@ def test_workflows_import_only_temporal_and_the_contracts() -> None:
     allowed_apothic = {"apothic._contracts", "apothic._serialization"}
     for name in imports_of("workflows"):
         top = name.split(".")[0]
-        assert top in {"temporalio", "apothic", "__future__", "asyncio", "math", "datetime", "dataclasses", "typing"}, name
+        assert top in {"temporalio", "apothic", "__future__", "asyncio", "math", "datetime", "dataclasses", "typing", "collections"}, name
         if top == "apothic":
             assert name in allowed_apothic, name
