@@ -33,7 +33,9 @@ from apothic._contracts import (
     RunContainerOutput,
     app_workflow_id,
 )
-from apothic.placement.providers import ProcessProvider
+from apothic._image import Image
+from apothic.placement.providers import ProcessProvider, ensure_venv
+from apothic.placement.providers.venv_images import VenvImage, read_venv_image
 
 HEARTBEAT_EVERY_S = 2.0
 # How long a draining container may take to finish its in-flight inputs, beyond the function's
@@ -122,7 +124,14 @@ class ControlActivities:
                 return self._ended(inp, self.process.exit_status(inp.container_id))
             activity.logger.info("adopted container %s (pid %s)", inp.container_id, handle.pid)
         if handle is None:
-            handle = await self.process.start(inp.container_id, self._container_env(inp))
+            env = self._container_env(inp)
+            python = cwd = None
+            if dep.spec.image:
+                venv = await self._image_venv(dep.spec.image)
+                env.update(venv.env)
+                python = str(venv.python)
+                cwd = str(venv.workdir) if venv.workdir and venv.workdir.is_dir() else None
+            handle = await self.process.start(inp.container_id, env, python=python, cwd=cwd)
         activity.heartbeat(handle.pid)
         try:
             while True:
@@ -135,6 +144,25 @@ class ControlActivities:
                 raise  # leave the container running: the next attempt adopts it
             await self.process.stop(handle, dep.spec.timeout_s + DRAIN_GRACE_S, tick=lambda: activity.heartbeat(handle.pid))
             raise
+
+    async def _image_venv(self, image_dict: dict[str, Any]) -> VenvImage:
+        """Build or reuse the image's virtual environment, heartbeating while it builds."""
+        image = Image.from_dict(image_dict)
+        lines: list[str] = []
+        build = asyncio.ensure_future(
+            ensure_venv(image, root=apothic_home() / "venvs", on_output=lambda line: lines.append(line))
+        )
+        while not build.done():
+            await asyncio.wait({build}, timeout=HEARTBEAT_EVERY_S)
+            activity.heartbeat(0)
+        try:
+            path = build.result()
+        except Exception as e:  # noqa: BLE001 - a failed build fails this container, clearly
+            tail = "\n".join(lines[-40:])
+            raise ApplicationError(
+                f"building image {image.tag} failed: {e}\n{tail}", type="ContainerStartFailed", non_retryable=True
+            ) from None
+        return read_venv_image(path)
 
     def _container_env(self, inp: RunContainerInput) -> dict[str, str]:
         dep = inp.deployment

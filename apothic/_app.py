@@ -237,6 +237,7 @@ class App:
             max_containers=o.max_containers,
             tasks_per_container=o.tasks_per_container,
             is_async=inspect.iscoroutinefunction(fn.raw_f),
+            image=o.image.to_dict() if o.image is not None else None,
         )
 
     def _deploy_request(self) -> DeployRequest:

@@ -90,6 +90,8 @@ class FunctionSpec:
     provider: str = "process"
     is_async: bool = False
     is_generator: bool = False
+    # apothic.Image.to_dict() of the function's image, or None for the worker's environment.
+    image: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -163,7 +163,6 @@ _NOT_YET = {
     "min_internet_download_mbps": "placement filters",
     "secure_cloud_only": "placement filters",
     "disk_gb": "disk sizing",
-    "image": "custom images",
     "secrets": "secrets",
     "volumes": "volumes",
 }
@@ -204,6 +203,17 @@ def validate_options(fn_name: str, raw: dict[str, Any], fn: Any = None) -> Funct
             unsupported.append(
                 format_problem(name, raw[name], f"{default}", f"remove {name}=...", f"{what}: not supported yet")
             )
+    image = raw.get("image")
+    if opts is not None and image is not None and image.needs_container():
+        unsupported.append(
+            format_problem(
+                "image",
+                image,
+                "pip/uv installs, env, workdir and local files on a debian_slim base",
+                "drop apt_install/run_commands/from_registry/from_dockerfile for now",
+                "an image that needs a container (the docker provider is not wired in yet): not supported yet",
+            )
+        )
     for attr, what in (("__apothic_concurrent__", "@concurrent(...)"), ("__apothic_batched__", "@batched(...)")):
         if fn is not None and getattr(fn, attr, None) is not None:
             unsupported.append(

@@ -47,7 +47,11 @@ class ProcessProvider:
     def _paths(self, container_id: str) -> tuple[Path, Path]:
         return self.state_dir / f"{container_id}.log", self.state_dir / f"{container_id}.exit"
 
-    async def start(self, container_id: str, env: Mapping[str, str]) -> ProcessHandle:
+    async def start(
+        self, container_id: str, env: Mapping[str, str], *, python: str | None = None, cwd: str | None = None
+    ) -> ProcessHandle:
+        """Start ``python -m apothic.runtime`` (the worker's interpreter unless ``python`` names
+        an image's virtual environment) with ``env``, in ``cwd`` if given."""
         log_path, status_path = self._paths(container_id)
         status_path.unlink(missing_ok=True)
         full_env = dict(os.environ)
@@ -58,7 +62,7 @@ class ProcessProvider:
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_path, "ab") as log:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
+                python or sys.executable,
                 "-m",
                 "apothic.runtime",
                 stdin=asyncio.subprocess.DEVNULL,
@@ -66,6 +70,7 @@ class ProcessProvider:
                 stderr=asyncio.subprocess.STDOUT,
                 env=full_env,
                 start_new_session=True,
+                cwd=cwd,
             )
         return ProcessHandle(container_id, proc.pid, log_path, status_path, proc)
 
