@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import sys
@@ -16,22 +15,7 @@ from ._runtime import Runtime, RuntimeConfig
 from ._executor import MainThreadExecutor
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to kill this process when the process that started it dies."""
-    parent = int(os.environ.get("APOTHIC_PARENT_PID", "0") or 0)
-    if not parent or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def main() -> None:
-    _die_with_parent()
     config = RuntimeConfig.from_env()
     executor = MainThreadExecutor()
     runtime = Runtime(config, load_settings(), executor)

@@ -52,7 +52,6 @@ class RuntimeConfig:
     version: int
     task_queue: str
     concurrency: int = 1
-    parent_pid: int = 0
     idle_s: float = 60.0
     container_workflow_id: str = ""
     status_file: str = ""
@@ -67,7 +66,6 @@ class RuntimeConfig:
             version=int(env["APOTHIC_VERSION"]),
             task_queue=env["APOTHIC_TASK_QUEUE"],
             concurrency=int(env.get("APOTHIC_CONCURRENCY", "1")),
-            parent_pid=int(env.get("APOTHIC_PARENT_PID", "0") or 0),
             idle_s=float(env.get("APOTHIC_IDLE_S", "60")),
             container_workflow_id=env.get("APOTHIC_CONTAINER_WORKFLOW_ID", ""),
             status_file=env.get("APOTHIC_STATUS_FILE", ""),
@@ -164,13 +162,9 @@ class Runtime:
         even if the control worker that started it dies (another worker adopts it). Once that
         workflow has ended, the container stops by itself, wherever it runs.
         """
-        parent = self.config.parent_pid
         last_owner_check = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, self.config.idle_s / 4))
-            if parent and os.getppid() != parent:
-                self.request_shutdown("parent exited")
-                return
             if not self._in_flight and time.monotonic() - self._last_busy >= self.config.idle_s:
                 self.request_shutdown(f"idle for {self.config.idle_s:g} s")
                 return

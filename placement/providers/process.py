@@ -58,7 +58,6 @@ class ProcessProvider:
         full_env.update(env)
         full_env[CONTAINER_ENV] = container_id
         full_env["APOTHIC_STATUS_FILE"] = str(status_path)
-        full_env.pop("APOTHIC_PARENT_PID", None)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_path, "ab") as log:
             proc = await asyncio.create_subprocess_exec(
