@@ -18,7 +18,15 @@ from temporalio.exceptions import (
     TimeoutType,
 )
 
-from apothic._contracts import EXECUTE_ACTIVITY, AttemptRecord, Deployment, ExecuteInput, ExecuteOutput
+from apothic._contracts import (
+    EXECUTE_ACTIVITY,
+    RESOLVE_ACTIVITY,
+    AttemptRecord,
+    Deployment,
+    ExecuteInput,
+    ExecuteOutput,
+    ResolveRequest,
+)
 from apothic._serialization import CloudPickled
 
 # The function container heartbeats every second while a function runs; this long a silence
@@ -69,6 +77,64 @@ class Failure(Exception):
         self.reason = reason
         self.error = error
         self.checkpoint = checkpoint
+
+
+def classify(e: ActivityError, dep: Deployment, attempt: int = 0) -> Failure:
+    """Sort a failed execute activity into ``user``, ``infrastructure`` or ``final``."""
+    cause = e.cause
+    if isinstance(cause, ApplicationError):
+        error = ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
+        kind = cause.type or ""
+        return Failure(error_kind(kind, cause.non_retryable, dep), f"{kind}: {cause.message}", error)
+    if isinstance(cause, TemporalTimeoutError):
+        if cause.type == TimeoutType.SCHEDULE_TO_START:
+            reason = f"no container took the input within {dep.startup_timeout_s:.0f} s"
+            return Failure(
+                "final",
+                reason,
+                ApplicationError(
+                    f"{reason}. Look at the control worker's log and the fleet workflow {dep.fleet_id} in the "
+                    "Temporal UI; raise worker.startup_timeout_s in temporal-dev.yaml if containers start slowly.",
+                    type="PlacementError",
+                    non_retryable=True,
+                ),
+            )
+        details = cause.last_heartbeat_details
+        checkpoint = None
+        if details and isinstance(details[0], dict) and isinstance(details[0].get("checkpoint"), dict):
+            checkpoint = CloudPickled(**details[0]["checkpoint"])
+        what = "stopped responding" if cause.type == TimeoutType.HEARTBEAT else "never answered"
+        reason = f"the function's container {what}" + (f" (attempt {attempt})" if attempt else "")
+        return Failure(
+            "infrastructure",
+            reason,
+            ApplicationError(
+                f"{reason}; gave up after {MAX_INFRA_RETRIES} infrastructure retries",
+                type="ContainerLost",
+                non_retryable=True,
+            ),
+            checkpoint,
+        )
+    if isinstance(cause, CancelledError):
+        return Failure("final", "cancelled", cause)
+    text = str(cause or e)
+    return Failure("final", text, ApplicationError(text, type="RemoteError", non_retryable=True))
+
+
+async def resolve(app: str, function: str, version: int = 0) -> Deployment:
+    """The deployment of a job started without one (e.g. by a schedule), by local activity."""
+    try:
+        return await workflow.execute_local_activity(
+            RESOLVE_ACTIVITY,
+            ResolveRequest(app=app, function=function, version=version),
+            result_type=Deployment,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["NotFound"]),
+        )
+    except ActivityError as e:
+        cause = e.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+        raise ApplicationError(message, type="NotFound", non_retryable=True) from None
 
 
 class InputRunner:
@@ -151,44 +217,7 @@ class InputRunner:
             raise
 
     def _classify(self, e: ActivityError) -> Failure:
-        cause, dep = e.cause, self.dep
-        if isinstance(cause, ApplicationError):
-            error = ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
-            kind = cause.type or ""
-            return Failure(error_kind(kind, cause.non_retryable, dep), f"{kind}: {cause.message}", error)
-        if isinstance(cause, TemporalTimeoutError):
-            if cause.type == TimeoutType.SCHEDULE_TO_START:
-                reason = f"no container took the input within {dep.startup_timeout_s:.0f} s"
-                return Failure(
-                    "final",
-                    reason,
-                    ApplicationError(
-                        f"{reason}. Look at the control worker's log and the fleet workflow {dep.fleet_id} in the "
-                        "Temporal UI; raise worker.startup_timeout_s in temporal-dev.yaml if containers start slowly.",
-                        type="PlacementError",
-                        non_retryable=True,
-                    ),
-                )
-            details = cause.last_heartbeat_details
-            checkpoint = None
-            if details and isinstance(details[0], dict) and isinstance(details[0].get("checkpoint"), dict):
-                checkpoint = CloudPickled(**details[0]["checkpoint"])
-            what = "stopped responding" if cause.type == TimeoutType.HEARTBEAT else "never answered"
-            reason = f"the function's container {what} (attempt {self.attempt})"
-            return Failure(
-                "infrastructure",
-                reason,
-                ApplicationError(
-                    f"{reason}; gave up after {MAX_INFRA_RETRIES} infrastructure retries",
-                    type="ContainerLost",
-                    non_retryable=True,
-                ),
-                checkpoint,
-            )
-        if isinstance(cause, CancelledError):
-            return Failure("final", "cancelled", cause)
-        text = str(cause or e)
-        return Failure("final", text, ApplicationError(text, type="RemoteError", non_retryable=True))
+        return classify(e, self.dep, self.attempt)
 
     def _record(self, f: Failure, delay: float, retried: bool) -> AttemptRecord:
         record = AttemptRecord(

@@ -6,13 +6,11 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from apothic._contracts import (
     ENSURE_FLEET_ACTIVITY,
     INVOCATION_WORKFLOW,
-    RESOLVE_ACTIVITY,
     AttemptRecord,
     Demand,
     Deployment,
@@ -21,10 +19,9 @@ from apothic._contracts import (
     InvocationInput,
     InvocationResult,
     JobInfo,
-    ResolveRequest,
 )
 
-from ._attempts import Failure, InputRunner
+from ._attempts import Failure, InputRunner, resolve
 
 # A job not finished this soon asks its fleet for capacity (a warm call never does).
 DEMAND_AFTER = timedelta(milliseconds=250)
@@ -56,18 +53,10 @@ class InvocationWorkflow:
         dep = inp.deployment
         if dep is None:  # started without a client that resolved it (e.g. by a schedule)
             try:
-                dep = await workflow.execute_local_activity(
-                    RESOLVE_ACTIVITY,
-                    ResolveRequest(app=inp.app, function=inp.function, version=inp.version),
-                    result_type=Deployment,
-                    start_to_close_timeout=timedelta(seconds=10),
-                    retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["NotFound"]),
-                )
-            except ActivityError as e:
+                dep = await resolve(inp.app, inp.function, inp.version)
+            except ApplicationError:
                 self.status = "failed"
-                cause = e.cause
-                message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
-                raise ApplicationError(message, type="NotFound", non_retryable=True) from None
+                raise
         self.version = dep.version
         self.fleet = workflow.get_external_workflow_handle(dep.fleet_id)
         self.runner = InputRunner(dep, inp.job_id)

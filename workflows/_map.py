@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -17,7 +16,6 @@ from apothic._contracts import (
     NOT_RUN,
     ExecuteBatchInput,
     ExecuteBatchOutput,
-    RESOLVE_ACTIVITY,
     Demand,
     Deployment,
     MapFeed,
@@ -29,16 +27,16 @@ from apothic._contracts import (
     MapResults,
     MapResultsRequest,
     MapState,
-    ResolveRequest,
 )
 
 from ._attempts import (
     EXECUTE_HEARTBEAT,
     MAX_INFRA_RETRIES,
     TIMEOUT_GRACE,
-    InputRunner,
     cancel_and_wait,
+    classify,
     error_kind,
+    resolve,
 )
 from ._invocation import demand_capacity
 
@@ -164,7 +162,7 @@ class MapWorkflow:
 
     @workflow.run
     async def run(self, inp: MapInput) -> int:
-        dep = inp.deployment or await self._resolve()
+        dep = inp.deployment or await resolve(inp.app, inp.function)
         demand = Demand(job_id=inp.map_id, weight=self.max_batches)
         await demand_capacity(dep, demand)
         try:
@@ -195,20 +193,6 @@ class MapWorkflow:
             raise
         await self._release(dep)
         return self.done
-
-    async def _resolve(self) -> Deployment:
-        try:
-            return await workflow.execute_local_activity(
-                RESOLVE_ACTIVITY,
-                ResolveRequest(app=self.inp.app, function=self.inp.function),
-                result_type=Deployment,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["NotFound"]),
-            )
-        except ActivityError as e:
-            cause = e.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
-            raise ApplicationError(message, type="NotFound", non_retryable=True) from None
 
     async def _release(self, dep: Deployment) -> None:
         try:
@@ -267,7 +251,7 @@ class MapWorkflow:
                 for result in out.results:
                     self._settle(dep, result, next(i for i in batch if i.index == result.index))
         except ActivityError as e:
-            failure = InputRunner(dep, self.inp.map_id)._classify(e)
+            failure = classify(e, dep)
             if failure.kind == "infrastructure":
                 for item in batch:
                     counts = self.retries.setdefault(str(item.index), [0, 0])
