@@ -13,7 +13,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from apothic._config import Settings, apothic_home
 from apothic._contracts import (
-    APP_WORKFLOW,
     CLOSED_JOBS_ACTIVITY,
     ENSURE_FLEET_ACTIVITY,
     EXIT_OK,

@@ -6,9 +6,11 @@ import asyncio
 from typing import Any
 
 from temporalio.client import Client, TLSConfig
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from ._config import Settings, load_settings
+from ._contracts import SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
 from .exceptions import ConnectionError as ApothicConnectionError
 
 _clients: dict[tuple[int, str, str], Client] = {}
@@ -86,3 +88,12 @@ async def get_client(settings: Settings | None = None) -> Client:
             client = await connect(settings)
             _clients[key] = client
     return client
+
+
+_APP_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_APP)
+_FN_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_FUNCTION)
+
+
+def search_attributes(app: str, function: str) -> TypedSearchAttributes:
+    """The search attributes of a job or map of ``app.function`` (filterable in the Temporal UI)."""
+    return TypedSearchAttributes([SearchAttributePair(_APP_KEY, app), SearchAttributePair(_FN_KEY, function)])

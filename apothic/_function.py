@@ -10,23 +10,18 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from temporalio.client import WorkflowFailureError
 from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from ._client import get_client
+from ._client import get_client, search_attributes
 from ._connection import ControlPlaneClient
 from ._contracts import (
     APP_MEMO_KEY,
     INVOCATION_WORKFLOW,
     NAME_RE,
-    SEARCH_ATTR_APP,
-    SEARCH_ATTR_FUNCTION,
     AppMemo,
     Deployment,
     InvocationInput,
@@ -47,8 +42,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_APP_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_APP)
-_FN_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_FUNCTION)
 
 
 def new_job_id() -> str:
@@ -120,10 +113,12 @@ class _Invocable(Generic[P, R]):
     ) -> Job:
         return await self._start_packed(self._pack(args, kwargs), idempotency_key)
 
-    async def _start_packed(self, packed: CloudPickled, idempotency_key: str | None = None) -> Job:
+    async def _start_packed(
+        self, packed: CloudPickled, idempotency_key: str | None = None, dep: Deployment | None = None
+    ) -> Job:
         settings = self._cp.settings
         client = await get_client(settings)
-        dep = await self._resolve()
+        dep = dep or await self._resolve()
         if idempotency_key is not None:
             if not isinstance(idempotency_key, str) or not idempotency_key:
                 raise InvalidError(
@@ -147,9 +142,7 @@ class _Invocable(Generic[P, R]):
                 ),
                 id=job_id,
                 task_queue=settings.worker.control_task_queue,
-                search_attributes=TypedSearchAttributes(
-                    [SearchAttributePair(_APP_KEY, self.app_name), SearchAttributePair(_FN_KEY, self.function_name)]
-                ),
+                search_attributes=search_attributes(self.app_name, self.function_name),
                 static_summary=f"{self.app_name}.{self.function_name}",
                 # A key submitted again finds its job, running or finished.
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -204,8 +197,9 @@ class _Invocable(Generic[P, R]):
     ) -> list[Any]:
         """Call the function once per item (one argument each); results in input order.
 
-        All inputs run in one MapWorkflow, at most 64 at a time, on up to ``max_containers``
-        containers; any number of inputs works (they are fed and read back in batches).
+        All inputs run in one MapWorkflow, in batches of up to 32 inputs, two batches per
+        container on up to ``max_containers`` containers; any number of inputs works (they are
+        fed and read back in batches).
         A failing input raises its own exception (the rest is cancelled) unless
         ``return_exceptions=True``, which puts the exception in its place. An iterator that
         raises fails the call with that error; an empty one returns ``[]`` at once.

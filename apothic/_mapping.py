@@ -9,10 +9,9 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from temporalio.client import WorkflowFailureError, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
-from ._client import get_client
+from ._client import get_client, search_attributes
 from ._contracts import (
     MAP_WORKFLOW,
     MapFeed,
@@ -107,9 +106,7 @@ async def run_map(
         MapInput(map_id=map_id, app=fn.app_name, function=fn.function_name, deployment=dep, max_in_flight=in_flight),
         id=map_id,
         task_queue=settings.worker.control_task_queue,
-        search_attributes=TypedSearchAttributes(
-            [SearchAttributePair(_keys()[0], fn.app_name), SearchAttributePair(_keys()[1], fn.function_name)]
-        ),
+        search_attributes=search_attributes(fn.app_name, fn.function_name),
         static_summary=f"map {fn.app_name}.{fn.function_name}",
         result_type=int,
     )
@@ -131,12 +128,6 @@ async def run_map(
     except WorkflowFailureError as e:
         raise translate_failure(e, map_id) from None
     return results if collect else None
-
-
-def _keys() -> tuple[Any, Any]:
-    from ._function import _APP_KEY, _FN_KEY
-
-    return _APP_KEY, _FN_KEY
 
 
 async def _feed(handle: WorkflowHandle, inputs: _Inputs, first: list[MapItem]) -> int:
@@ -216,10 +207,13 @@ async def spawn_each(fn: "_Invocable[Any, Any]", items: Iterable[Any]) -> list[A
     """One job per item (at most 32 submissions at a time), in input order."""
     semaphore = asyncio.Semaphore(32)
     pending = [fn._pack((item,), {}) for item in items]  # fail early on an unpicklable item
+    if not pending:
+        return []
+    dep = await fn._resolve()  # once for all of them
 
     async def one(index: int) -> Any:
         async with semaphore:
-            return await fn._start_packed(pending[index])
+            return await fn._start_packed(pending[index], dep=dep)
 
     return list(await asyncio.gather(*(one(i) for i in range(len(pending)))))
 
