@@ -16,7 +16,8 @@ import sys
 from typing import Any
 
 PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
-# Temporal refuses a single payload over 2 MiB; leave room for the envelope and base64.
+# Temporal refuses a single payload over 2 MiB; leave room for the envelope and base64. Larger
+# arguments and results go to the blob store (``apothic._blobs``); an app's code may not.
 MAX_INLINE_BYTES = 1_400_000
 
 
@@ -31,6 +32,8 @@ class CloudPickled:
         qualname: a readable name of what was pickled.
         size: length of the raw pickle in bytes.
         sha256: first 16 hex digits of the raw pickle's sha256.
+        blob: when the pickle is in the blob store (``data`` is then empty), the reference to
+            it: ``driver`` plus that driver's claim (key, hash); see ``apothic._blobs``.
     """
 
     data: str
@@ -39,6 +42,7 @@ class CloudPickled:
     qualname: str = ""
     size: int = 0
     sha256: str = ""
+    blob: dict[str, str] | None = None
 
     @classmethod
     def dump(cls, value: Any, *, kind: str, qualname: str = "") -> "CloudPickled":
@@ -61,8 +65,12 @@ class CloudPickled:
     def raw(self) -> bytes:
         return base64.b64decode(self.data)
 
-    def load(self) -> Any:
-        """Unpickle. Runs arbitrary code: call only on the client or in a container."""
+    def load(self, raw: bytes | None = None) -> Any:
+        """Unpickle. Runs arbitrary code: call only on the client or in a container.
+
+        ``raw`` is the pickle read from the blob store when this is a reference (use
+        ``apothic._blobs.load``, which reads it).
+        """
         import cloudpickle
 
         if self.py and self.py != PY_VERSION:
@@ -73,7 +81,11 @@ class CloudPickled:
                 f"Python {PY_VERSION}; pickles do not cross Python versions. Fix: run the client and the "
                 f"function's image on the same Python minor version."
             )
-        return cloudpickle.loads(self.raw())
+        if raw is None:
+            if self.blob is not None:
+                raise ValueError(f"this {self.kind or 'payload'} is in the blob store: load it with apothic._blobs.load")
+            raw = self.raw()
+        return cloudpickle.loads(raw)
 
 
 def _name_of(value: Any) -> str:
