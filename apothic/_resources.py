@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .exceptions import InvalidError
 
@@ -86,29 +86,124 @@ class Retries(_Value):
             raise InvalidError(format_validation_error(e, "Retries(...)")) from None
 
 
+# What a schedule does with a run that is due while the previous one still runs.
+Overlap = Literal["skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"]
+
+
+def _check_schedule(where: str, problems: list[str], overlap: object) -> None:
+    from ._cron import OVERLAP_POLICIES
+    from ._validation import format_problem
+
+    if overlap not in OVERLAP_POLICIES:
+        problems.append(
+            format_problem(
+                "overlap", overlap, ", ".join(repr(o) for o in OVERLAP_POLICIES),
+                "leave the default overlap='skip' or pick one of the allowed policies", "unknown overlap policy",
+            )
+        )
+    if problems:
+        raise InvalidError(f"{where}: {len(problems)} problem(s):\n" + "\n".join(problems))
+
+
 class Cron(_Value):
-    """Run on a cron schedule (five fields), in ``timezone``."""
+    """Run on a cron schedule: five fields (minute hour day-of-month month day-of-week) as
+    croniter reads them, or ``@hourly``, ``@daily``, ``@weekly``, ``@monthly``, ``@yearly``,
+    in ``timezone`` (an IANA name such as ``"Europe/London"``).
+
+    The expression is checked here, when the decorator runs. Refused, because Temporal (which
+    fires the schedule) would read it differently: a sixth field (seconds to croniter, a year
+    to Temporal), ``L``, ``W``, ``#`` and hashed ``H``. Day-of-month together with
+    day-of-week means either (croniter's OR), as with cron. Around daylight-saving changes the
+    times are Temporal's: a wall time that does not exist that day is skipped.
+
+    ``overlap`` says what happens when a run is due while the previous one still runs:
+    ``"skip"`` (the default: that run does not happen), ``"buffer_one"`` (it starts when the
+    previous one ends; at most one waits), ``"buffer_all"`` (every such run waits its turn),
+    ``"cancel_other"`` (the previous one is cancelled first), ``"terminate_other"`` (the
+    previous one is terminated first) or ``"allow_all"`` (runs overlap).
+
+    A scheduled run is an ordinary job of the function (``apothic jobs list``), called with no
+    arguments, on the version current when it starts. ``app.deploy()`` creates the Temporal
+    Schedule (id ``apothic-schedule:<app>:<function>``); a redeploy updates it, or deletes it
+    when the function or its schedule is gone. Raises :class:`InvalidError` listing every problem.
+    """
 
     expression: str
     timezone: str = "UTC"
+    overlap: Overlap = "skip"
 
-    def __init__(self, expression: str, timezone: str = "UTC", **extra: Any) -> None:
-        super().__init__(expression=expression, timezone=timezone, **extra)
+    def __init__(self, expression: str, timezone: str = "UTC", *, overlap: Overlap = "skip", **extra: Any) -> None:
+        from ._cron import cron_problems, timezone_problems
+        from ._validation import format_problem
+
+        problems = [
+            format_problem(
+                "expression", expression, "five cron fields such as '0 * * * *', or @hourly, @daily, @weekly, "
+                "@monthly, @yearly", "write five fields, e.g. Cron('*/15 * * * *'), or use apothic.Period(...) "
+                "for a fixed interval", msg,
+            )
+            for msg in cron_problems(expression)
+        ] + [
+            format_problem("timezone", timezone, "an IANA time zone name", "e.g. timezone='America/New_York'", msg)
+            for msg in timezone_problems(timezone)
+        ]
+        _check_schedule(f"Cron({expression!r})", problems, overlap)
+        from ._validation import format_validation_error
+
+        try:
+            super().__init__(expression=expression.strip(), timezone=timezone, overlap=overlap, **extra)
+        except ValidationError as e:
+            raise InvalidError(format_validation_error(e, "Cron(...)")) from None
+
+    def temporal_expressions(self) -> list[str]:
+        """The Temporal cron strings this schedule runs as (fired as their union)."""
+        from ._cron import temporal_cron
+
+        return temporal_cron(self.expression)
 
 
 class Period(_Value):
-    """Run every fixed period (the sum of the given parts)."""
+    """Run every fixed period: the sum of the given parts, a whole number of seconds (at least
+    one). Runs are aligned to the Unix epoch, not to the deploy: ``Period(hours=1)`` runs on
+    the hour (UTC), ``Period(days=1)`` at 00:00 UTC. ``overlap`` and the rest: as for :class:`Cron`.
+    """
 
     days: float = Field(default=0, ge=0)
     hours: float = Field(default=0, ge=0)
     minutes: float = Field(default=0, ge=0)
     seconds: float = Field(default=0, ge=0)
+    overlap: Overlap = "skip"
 
-    @model_validator(mode="after")
-    def _positive(self) -> "Period":
-        if self.total_seconds() <= 0:
-            raise ValueError("a Period must be longer than zero; give seconds=, minutes=, hours= or days=")
-        return self
+    def __init__(
+        self,
+        *,
+        days: float = 0,
+        hours: float = 0,
+        minutes: float = 0,
+        seconds: float = 0,
+        overlap: Overlap = "skip",
+        **extra: Any,
+    ) -> None:
+        from ._cron import OVERLAP_POLICIES
+        from ._validation import format_problem, format_validation_error
+
+        try:
+            super().__init__(
+                days=days, hours=hours, minutes=minutes, seconds=seconds,
+                overlap=overlap if overlap in OVERLAP_POLICIES else "skip", **extra,
+            )
+        except ValidationError as e:
+            raise InvalidError(format_validation_error(e, "Period(...)")) from None
+        problems = []
+        total = self.total_seconds()
+        if total < 1 or abs(total - round(total)) > 1e-6:
+            problems.append(
+                format_problem(
+                    "days*86400 + hours*3600 + minutes*60 + seconds", total, "a whole number of seconds, at least 1",
+                    "e.g. Period(seconds=30) or Period(minutes=5)", "Temporal schedules have one-second resolution",
+                )
+            )
+        _check_schedule("Period(...)", problems, overlap)
 
     def total_seconds(self) -> float:
         return self.days * 86400 + self.hours * 3600 + self.minutes * 60 + self.seconds

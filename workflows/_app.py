@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from apothic._contracts import (
     APP_MEMO_KEY,
     APP_WORKFLOW,
+    SYNC_SCHEDULES_ACTIVITY,
     AppMemo,
     AppState,
     AppSummary,
@@ -19,6 +22,8 @@ from apothic._contracts import (
     DeployResult,
     Deployment,
     ResolveRequest,
+    SyncSchedulesRequest,
+    SyncSchedulesResult,
     fleet_workflow_id,
     make_deployment,
 )
@@ -30,6 +35,9 @@ from apothic._serialization import CloudPickled
 # once their code adds up to more than KEEP_CODE_BYTES (the newest is always kept).
 KEEP_VERSIONS = 10
 KEEP_CODE_BYTES = 1_500_000
+# Patch id prefix of the schedule sync (one marker per update: histories recorded before
+# schedules existed replay without it, whichever update comes first after an upgrade).
+SCHEDULES_PATCH = "apothic-schedules"
 
 
 @workflow.defn(name=APP_WORKFLOW)
@@ -44,6 +52,8 @@ class AppWorkflow:
     @workflow.init
     def __init__(self, state: AppState) -> None:
         self.state = state
+        # Schedule syncs run one at a time, each for the state current when it starts.
+        self.schedules_lock = asyncio.Lock()
 
     def _publish(self) -> None:
         """Keep the memo on the current version, so clients resolve it with one describe."""
@@ -76,6 +86,7 @@ class AppWorkflow:
         versions = list(self.state.versions)
         names = [f.spec.name for f in req.functions]
         if versions and versions[-1].code_hash == req.code_hash and not self.state.removed:
+            await self._sync_schedules()  # a no-op unless an earlier sync failed
             return DeployResult(app=req.app, version=versions[-1].version, created=False, functions=names)
         previous = versions[-1] if versions else None
         number = (previous.version if previous else 0) + 1
@@ -94,6 +105,7 @@ class AppWorkflow:
         self._publish()
         if previous is not None:
             await self._retire(previous)
+        await self._sync_schedules()
         return DeployResult(app=req.app, version=number, created=True, functions=names)
 
     @deploy.validator
@@ -111,7 +123,38 @@ class AppWorkflow:
             await self._retire(last)
         self.state = AppState(app=self.state.app, versions=list(self.state.versions), removed=True)
         self._publish()
+        await self._sync_schedules()
         return last.version if last else 0
+
+    async def _sync_schedules(self) -> None:
+        """Make the app's Temporal Schedules match its current version (none once removed).
+
+        Runs the activity ``apothic.sync_schedules`` (the workflow does no I/O itself); the
+        update that called it fails if the schedules could not be synced.
+        """
+        update = workflow.current_update_info()
+        if not workflow.patched(f"{SCHEDULES_PATCH}:{update.id if update else ''}"):
+            return
+        async with self.schedules_lock:
+            last = self.state.versions[-1] if self.state.versions and not self.state.removed else None
+            known = sorted({f.spec.name for v in self.state.versions for f in v.functions})
+            try:
+                await workflow.execute_activity(
+                    SYNC_SCHEDULES_ACTIVITY,
+                    SyncSchedulesRequest(
+                        app=self.state.app, functions=[f.spec for f in last.functions] if last else [], known=known
+                    ),
+                    result_type=SyncSchedulesResult,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=RetryPolicy(maximum_attempts=5),
+                    summary="sync schedules",
+                )
+            except ActivityError as e:
+                raise ApplicationError(
+                    f"app {self.state.app!r}: its schedules could not be synced with Temporal: "
+                    f"{e.cause or e}. Deploy again to retry.",
+                    type="ScheduleSyncFailed",
+                ) from None
 
     async def _retire(self, version: AppVersion) -> None:
         async def one(fleet_id: str) -> None:
