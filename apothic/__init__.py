@@ -9,6 +9,7 @@ from ._connection import ControlPlaneClient
 from ._function import Function, RemoteFunction
 from ._image import Image
 from ._job import Job, JobStatus
+from ._watch import JobEvent
 from ._resources import (
     CloudBucketMount,
     Cron,
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidError",
     "Job",
     "JobCancelledError",
+    "JobEvent",
     "JobStatus",
     "LivConfig",
     "NotFoundError",

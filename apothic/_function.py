@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from temporalio.client import WorkflowFailureError
@@ -26,14 +27,17 @@ from ._contracts import (
     Deployment,
     InvocationInput,
     InvocationResult,
+    TERMINAL_EVENT_TYPES,
     app_workflow_id,
     make_deployment,
 )
 from ._job import Job, translate_failure
-from ._loop import AioNamespace, synced
+from ._loop import AioNamespace, synced, synced_iter
 from ._mapping import run_map, spawn_each
-from ._serialization import MAX_INLINE_BYTES, CloudPickled
-from .exceptions import CallTimeoutError, InvalidError, NotFoundError, NotSupportedError
+from ._blobs import load, offload
+from ._serialization import CloudPickled
+from ._watch import JobEvent, check_event_types, stream_events
+from .exceptions import CallTimeoutError, InvalidError, NotFoundError, RemoteError
 
 if TYPE_CHECKING:
     from ._app import App
@@ -75,11 +79,6 @@ class _Invocable(Generic[P, R]):
                 f"the arguments of {self.function_name}() cannot be pickled: {e}. "
                 "Fix: pass plain data (or objects cloudpickle can serialise)."
             ) from None
-        if packed.size > MAX_INLINE_BYTES:
-            raise InvalidError(
-                f"the arguments of {self.function_name}() are {packed.size / 1e6:.1f} MB pickled; at most "
-                f"{MAX_INLINE_BYTES / 1e6:.1f} MB travel inline. Fix: pass a path or URL to the data instead."
-            )
         return packed
 
     async def _resolve(self) -> Deployment:
@@ -129,6 +128,8 @@ class _Invocable(Generic[P, R]):
             job_id = f"job-{digest.hexdigest()[:20]}"
         else:
             job_id = new_job_id()
+        # Large arguments go to the blob store; the workflow gets a reference.
+        packed = await offload(packed, settings.blobs)
         try:
             await client.start_workflow(
                 INVOCATION_WORKFLOW,
@@ -176,7 +177,14 @@ class _Invocable(Generic[P, R]):
         """
         if timeout_s is not None and timeout_s <= 0:
             raise InvalidError(f"remote(timeout_s={timeout_s!r}): allowed: > 0. Fix: give seconds to wait, e.g. 60.")
-        job = await self._start(args, kwargs)
+        packed = self._pack(args, kwargs)
+        dep = await self._resolve()
+        if dep.spec.is_generator:
+            raise InvalidError(
+                f"{self.app_name}.{self.function_name} is a generator function; remote() has no single result "
+                "to return. Fix: iterate `fn.remote_gen(...)` (or `fn.remote_events(...)`)."
+            )
+        job = await self._start_packed(packed, dep=dep)
         client = await get_client(self._cp.settings)
         handle = client.get_workflow_handle(job.job_id, result_type=InvocationResult)
         try:
@@ -189,7 +197,7 @@ class _Invocable(Generic[P, R]):
             ) from None
         except WorkflowFailureError as e:
             raise translate_failure(e, job.job_id) from None
-        return result.value.load()
+        return await load(result.value, self._cp.settings.blobs)
 
     @synced
     async def map(
@@ -230,11 +238,92 @@ class _Invocable(Generic[P, R]):
         """Submit one job per item (one argument each) and return the jobs at once, in order."""
         return await spawn_each(self, items)
 
-    def remote_gen(self, *args: Any, timeout_s: float = 600.0, **kwargs: Any) -> Any:
-        raise NotSupportedError("remote_gen() is not supported yet. Fix: return a list from the function instead.")
+    @synced_iter
+    async def remote_gen(self, *args: Any, timeout_s: float = 600.0, **kwargs: Any) -> AsyncIterator[Any]:
+        """Call a generator function (``def``/``async def`` with ``yield``) and iterate over
+        its items as the remote generator yields them.
 
-    def remote_events(self, *args: Any, snapshot: bool = False, event_types: Any = None, **kwargs: Any) -> Any:
-        raise NotSupportedError("remote_events() is not supported yet. Fix: spawn() and poll job.status().")
+        ``for x in fn.remote_gen(...)`` blocks; ``async for x in fn.aio.remote_gen(...)`` is
+        its twin. The first item arrives while the generator still runs. An exception the
+        generator raises is re-raised here as its own type, after the items before it.
+        ``timeout_s`` bounds the whole iteration (:class:`CallTimeoutError`, the job is
+        cancelled); leaving the loop early cancels the job too.
+
+        A retried attempt (``retries=`` or a lost container) runs the generator again and
+        skips, by position, the items an earlier attempt delivered: each position arrives once.
+        Each item may be at most 0.5 MB pickled, and an attempt may yield 10,000 items / 8 MB
+        (they travel through the job's history); beyond that the job fails with
+        :class:`RemoteError` (``apothic.InvalidResult``).
+        """
+        if timeout_s is not None and timeout_s <= 0:
+            raise InvalidError(f"remote_gen(timeout_s={timeout_s!r}): allowed: > 0. Fix: give seconds, e.g. 60.")
+        packed = self._pack(args, kwargs)
+        dep = await self._resolve()
+        if not dep.spec.is_generator:
+            raise InvalidError(
+                f"{self.app_name}.{self.function_name} is not a generator function (it has no `yield`). "
+                "Fix: call it with remote(), or make it yield its items."
+            )
+        job = await self._start_packed(packed, dep=dep)
+        client = await get_client(self._cp.settings)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        finished = False
+        try:
+            async with contextlib.aclosing(
+                stream_events(client, self._cp.settings, job.job_id, 0, ["output", *TERMINAL_EVENT_TYPES])
+            ) as events:
+                while True:
+                    remaining = None if deadline is None else max(0.001, deadline - loop.time())
+                    try:
+                        ev = await asyncio.wait_for(anext(events), remaining)
+                    except asyncio.TimeoutError:
+                        raise CallTimeoutError(
+                            f"{self.app_name}.{self.function_name}: not finished within the caller's "
+                            f"timeout_s={timeout_s:g}; job {job.job_id} was cancelled"
+                        ) from None
+                    except StopAsyncIteration:
+                        finished = True
+                        return
+                    if ev.event == "output":
+                        if "error" in ev.data:
+                            raise RemoteError(
+                                f"job {job.job_id}: item {ev.data.get('index')} cannot be unpickled here: "
+                                f"{ev.data['error']}"
+                            )
+                        yield ev.data["value"]
+                        continue
+                    finished = True
+                    if ev.event != "completed":
+                        await job.aio.wait()  # raises the generator's own exception (or cancellation)
+                    return
+        finally:
+            if not finished:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(job.aio.cancel(wait_s=0))
+
+    @synced_iter
+    async def remote_events(
+        self,
+        *args: Any,
+        snapshot: bool = False,
+        event_types: Iterable[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[JobEvent]:
+        """Submit one call and iterate over its typed events (:class:`JobEvent`) until it ends.
+
+        The same as ``fn.spawn(...)`` then ``job.watch(snapshot=True, event_types=...)``: the
+        job is new, so every event from ``queued`` on is delivered whatever ``snapshot`` says
+        (it is accepted for symmetry with :meth:`Job.watch`). ``event.job_id`` names the job;
+        leaving the loop early leaves the job running. ``async for e in fn.aio.remote_events(...)``
+        is the async twin.
+        """
+        types = check_event_types(event_types, "remote_events")
+        job = await self._start(args, kwargs)
+        client = await get_client(self._cp.settings)
+        async with contextlib.aclosing(stream_events(client, self._cp.settings, job.job_id, 0, types)) as events:
+            async for ev in events:
+                yield ev
 
     if TYPE_CHECKING:
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -11,18 +13,19 @@ from temporalio.exceptions import ApplicationError, CancelledError, TerminatedEr
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
+from ._blobs import load
 from ._client import get_client
 from ._connection import ControlPlaneClient
 from ._contracts import EXECUTE_ACTIVITY, InvocationResult
-from ._loop import AioNamespace, synced
+from ._loop import AioNamespace, synced, synced_iter
 from ._serialization import CloudPickled
+from ._watch import JobEvent, check_event_types, start_offset, stream_events
 from .exceptions import (
     ApothicError,
     CallTimeoutError,
     FunctionTimeoutError,
     JobCancelledError,
     NotFoundError,
-    NotSupportedError,
     PlacementError,
     RemoteError,
 )
@@ -149,7 +152,7 @@ class Job:
             JobCancelledError, FunctionTimeoutError, PlacementError, RemoteError.
         """
         result = await self._result(timeout_s)
-        return result.value.load()
+        return await load(result.value, self._cp.settings.blobs)
 
     async def _result(self, timeout_s: float | None) -> InvocationResult:
         handle = await self._handle()
@@ -208,9 +211,38 @@ class Job:
         except (WorkflowFailureError, asyncio.TimeoutError, RPCError):
             pass
 
-    @synced
-    async def watch(self, snapshot: bool = False) -> Any:
-        raise NotSupportedError("Job.watch() is not supported yet. Fix: poll job.status() and job.logs().")
+    @synced_iter
+    async def watch(
+        self,
+        snapshot: bool = False,
+        *,
+        event_types: Iterable[str] | None = None,
+        after_seq: int | None = None,
+    ) -> AsyncIterator[JobEvent]:
+        """Iterate over the job's typed events (:class:`JobEvent`) until it ends.
+
+        ``for event in job.watch(): ...`` blocks; ``async for event in job.aio.watch(): ...``
+        is its twin. Events come in order, each once; the last one is ``completed``,
+        ``failed`` or ``cancelled``, after which the iteration stops.
+
+        Args:
+            snapshot: False: from now on (a finished job still yields its terminal event);
+                True: every event since ``queued``.
+            event_types: only these types (see :class:`JobEvent`); default: all.
+            after_seq: resume after the event with this ``seq`` (overrides ``snapshot``), e.g.
+                to reconnect without a gap or a duplicate.
+
+        Raises:
+            NotFoundError: no such job. InvalidError: an unknown event type.
+        """
+        types = check_event_types(event_types, "watch")
+        client = await get_client(self._cp.settings)
+        offset = await start_offset(client, self.job_id, snapshot=snapshot, after_seq=after_seq)
+        async with contextlib.aclosing(
+            stream_events(client, self._cp.settings, self.job_id, offset, types)
+        ) as events:
+            async for event in events:
+                yield event
 
 
-__all__ = ["ApothicError", "Job", "JobStatus", "translate_failure"]
+__all__ = ["ApothicError", "Job", "JobEvent", "JobStatus", "translate_failure"]

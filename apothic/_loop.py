@@ -14,7 +14,7 @@ import atexit
 import functools
 import threading
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -141,6 +141,148 @@ class synced(Generic[T]):
 
         return blocking
 
+    def twin(self, obj: Any) -> Callable[..., Any]:
+        """The ``.aio`` form for ``obj``: runs the coroutine on the background loop."""
+        afn = self.afn
+
+        @functools.wraps(afn)
+        async def twin(*args: Any, **kwargs: Any) -> Any:
+            return await run_async(afn(obj, *args, **kwargs))
+
+        return twin
+
+
+class synced_iter(synced[Any]):
+    """Decorator for an async generator method: ``obj.m(...)`` returns a blocking iterator,
+    ``obj.aio.m(...)`` an async iterator (``async for x in obj.aio.m(...)``).
+
+    Both drive the same async generator, which runs on the background loop one step at a
+    time. Leaving a ``for`` loop early closes the generator (``close()``/``aclose()``, or at
+    garbage collection).
+    """
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        afn = self.afn
+        hint = f"<{type(obj).__name__}>.aio.{self.name}(...)"
+
+        @functools.wraps(afn)
+        def blocking(*args: Any, **kwargs: Any) -> BlockingIterator[Any]:
+            return BlockingIterator(afn(obj, *args, **kwargs), aio_hint=hint)
+
+        return blocking
+
+    def twin(self, obj: Any) -> Callable[..., Any]:
+        afn = self.afn
+
+        @functools.wraps(afn)
+        def twin(*args: Any, **kwargs: Any) -> AsyncIteratorTwin[Any]:
+            return AsyncIteratorTwin(afn(obj, *args, **kwargs))
+
+        return twin
+
+
+_END = object()
+
+
+async def _step(agen: Any) -> Any:
+    try:
+        return await agen.__anext__()
+    except StopAsyncIteration:
+        return _END
+
+
+async def _aclose(agen: Any) -> None:
+    await agen.aclose()
+
+
+class BlockingIterator(Generic[T]):
+    """The blocking face of an async generator that runs on the background loop."""
+
+    def __init__(self, agen: AsyncIterator[T], *, aio_hint: str = "") -> None:
+        self._agen = agen
+        self._hint = aio_hint
+        self._done = False
+
+    def __iter__(self) -> "BlockingIterator[T]":
+        return self
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        try:
+            value = run_blocking(_step(self._agen), aio_hint=self._hint)
+        except BaseException:
+            self._done = True
+            raise
+        if value is _END:
+            self._done = True
+            raise StopIteration
+        return value
+
+    def close(self) -> None:
+        """Stop early: closes the generator (its cleanup runs) and waits for that."""
+        if not self._done:
+            self._done = True
+            run_blocking(_aclose(self._agen), aio_hint=self._hint)
+
+    def __enter__(self) -> "BlockingIterator[T]":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            self._done = True
+            loop = _loop
+            if loop is not None and not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(_aclose(self._agen), loop)
+
+
+class AsyncIteratorTwin(Generic[T]):
+    """The ``.aio`` face of an async generator that runs on the background loop."""
+
+    def __init__(self, agen: AsyncIterator[T]) -> None:
+        self._agen = agen
+        self._done = False
+
+    def __aiter__(self) -> "AsyncIteratorTwin[T]":
+        return self
+
+    async def __anext__(self) -> T:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            value = await run_async(_step(self._agen))
+        except BaseException:
+            self._done = True
+            raise
+        if value is _END:
+            self._done = True
+            raise StopAsyncIteration
+        return value
+
+    async def aclose(self) -> None:
+        """Stop early: closes the generator (its cleanup runs)."""
+        if not self._done:
+            self._done = True
+            await run_async(_aclose(self._agen))
+
+    async def __aenter__(self) -> "AsyncIteratorTwin[T]":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            self._done = True
+            loop = _loop
+            if loop is not None and not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(_aclose(self._agen), loop)
+
 
 class AioNamespace:
     """``obj.aio``: the async twins of ``obj``'s blocking methods."""
@@ -152,13 +294,7 @@ class AioNamespace:
         attr = getattr(type(self._obj), name, None)
         if not isinstance(attr, synced):
             raise AttributeError(f"{type(self._obj).__name__}.aio has no method {name!r}")
-        afn, obj = attr.afn, self._obj
-
-        @functools.wraps(afn)
-        async def twin(*args: Any, **kwargs: Any) -> Any:
-            return await run_async(afn(obj, *args, **kwargs))
-
-        return twin
+        return attr.twin(self._obj)
 
     def __dir__(self) -> list[str]:
         return sorted(n for n, v in vars(type(self._obj)).items() if isinstance(v, synced))

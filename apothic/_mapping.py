@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
+from ._blobs import load, offload
 from ._client import get_client, search_attributes
 from ._contracts import (
     MAP_WORKFLOW,
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 # Inputs per feed update, and their pickled size at most.
 FEED_ITEMS = 500
 FEED_BYTES = 500_000
+# What an input that goes to the blob store weighs in a feed: its reference.
+REFERENCE_BYTES = 300
 DEFAULT_IN_FLIGHT = 64
 _POLL_MIN_S, _POLL_MAX_S = 0.01, 0.2
 # Between two reads while results flow (each read is a query the control worker answers).
@@ -49,6 +53,7 @@ class _Inputs:
         self.star = star
         self.index = 0
         self.exhausted = False
+        self.blobs = fn._cp.settings.blobs
 
     def _pack(self, item: Any) -> CloudPickled:
         if self.star:
@@ -73,7 +78,7 @@ class _Inputs:
                 break
             packed = self._pack(item)
             batch.append(MapItem(index=self.index, args=packed))
-            size += packed.size
+            size += packed.size if packed.size < self.blobs.threshold_bytes else REFERENCE_BYTES
             self.index += 1
         return batch
 
@@ -91,7 +96,7 @@ async def run_map(
     if timeout_s is not None and timeout_s <= 0:
         raise InvalidError(f"timeout_s={timeout_s!r}: allowed: > 0. Fix: give seconds to wait, e.g. 600.")
     inputs = _Inputs(fn, items, star)
-    first = await asyncio.to_thread(inputs.next_batch)  # an iterator that raises fails here
+    first = await _next_batch(inputs)  # an iterator that raises fails here
     if not first:
         return [] if collect else None
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -145,7 +150,14 @@ async def _feed(handle: WorkflowHandle, inputs: _Inputs, first: list[MapItem]) -
             delay = min(delay * 2, _POLL_MAX_S)
         if final:
             return inputs.index
-        batch = await asyncio.to_thread(inputs.next_batch)
+        batch = await _next_batch(inputs)
+
+
+async def _next_batch(inputs: _Inputs) -> list[MapItem]:
+    """The next batch of inputs, the large ones moved to the blob store (the feed holds references)."""
+    batch = await asyncio.to_thread(inputs.next_batch)
+    args = await asyncio.gather(*(offload(item.args, inputs.blobs) for item in batch))
+    return [dataclasses.replace(item, args=a) for item, a in zip(batch, args)]
 
 
 async def _read(
@@ -180,7 +192,7 @@ async def _read(
             continue
         delay = _POLL_MIN_S
         for item in batch.items:
-            value = _value(item, map_id, return_exceptions)
+            value = await _value(item, map_id, return_exceptions, inputs)
             if collect:
                 out.append(value)
         next_index = batch.items[-1].index + 1
@@ -191,10 +203,10 @@ async def _read(
         await asyncio.sleep(_POLL_BUSY_S)
 
 
-def _value(item: MapResultItem, map_id: str, return_exceptions: bool) -> Any:
+async def _value(item: MapResultItem, map_id: str, return_exceptions: bool, inputs: _Inputs) -> Any:
     if item.ok:
         assert item.value is not None
-        return item.value.load()
+        return await load(item.value, inputs.blobs)
     error = translate_failure(
         ApplicationError(item.error_message, item.error_detail, type=item.error_type), f"{map_id} input {item.index}"
     )

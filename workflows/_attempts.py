@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -28,6 +28,9 @@ from apothic._contracts import (
     ResolveRequest,
 )
 from apothic._serialization import CloudPickled
+
+if TYPE_CHECKING:
+    from ._events import JobEvents
 
 # The function container heartbeats every second while a function runs; this long a silence
 # means its container (or host) is gone.
@@ -144,11 +147,15 @@ class InputRunner:
     container or host is retried up to ``MAX_INFRA_RETRIES`` times without touching that
     budget, and hands the function's last checkpoint to the next attempt. Each failed attempt
     is recorded in ``records``.
+
+    With ``events``, each attempt's container sends its started, log and output events to this
+    workflow, and a retried generator skips the outputs earlier attempts delivered.
     """
 
-    def __init__(self, dep: Deployment, job_id: str, *, summary: str = "") -> None:
+    def __init__(self, dep: Deployment, job_id: str, *, summary: str = "", events: "JobEvents | None" = None) -> None:
         self.dep = dep
         self.job_id = job_id
+        self.events = events
         self.summary = summary or f"{dep.app}.{dep.function} v{dep.version}"
         self.attempt = 0
         self.records: list[AttemptRecord] = []
@@ -192,6 +199,8 @@ class InputRunner:
                 timeout_s=spec.timeout_s,
                 attempt=self.attempt,
                 checkpoint=checkpoint,
+                events_to=workflow.info().workflow_id if self.events is not None else "",
+                skip_outputs=self.events.outputs if self.events is not None else 0,
             ),
             task_queue=dep.task_queue,
             result_type=ExecuteOutput,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from apothic._contracts import (
+    CONTAINER_EVENT_SIGNAL,
     ENSURE_FLEET_ACTIVITY,
     INVOCATION_WORKFLOW,
+    RUNTIME_EVENTS_SIGNAL,
     AttemptRecord,
     Demand,
     Deployment,
@@ -18,10 +22,13 @@ from apothic._contracts import (
     ExecuteOutput,
     InvocationInput,
     InvocationResult,
+    JobEventIn,
+    JobEventsIn,
     JobInfo,
 )
 
 from ._attempts import Failure, InputRunner, resolve
+from ._events import JobEvents
 
 # A job not finished this soon asks its fleet for capacity (a warm call never does).
 DEMAND_AFTER = timedelta(milliseconds=250)
@@ -35,10 +42,17 @@ class InvocationWorkflow:
     Failures are returned as ``ApplicationError`` with a stable ``type``: the user's own
     exception type (details carry the pickled exception and the remote traceback),
     ``FunctionTimeoutError``, ``PlacementError``, ``ContainerLost`` or ``NotFound``.
+
+    It keeps the job's typed event log (``_events.JobEvents``, a workflow stream): queued,
+    placement and the other container-side steps (signal ``container_event``), started, log and
+    output (signal ``runtime_events`` from the function container), retry, and one terminal
+    event: completed, failed or cancelled.
     """
 
     @workflow.init
     def __init__(self, inp: InvocationInput) -> None:
+        if not inp.job_id:  # started by a schedule: the job id is the workflow id (action id + time)
+            inp = dataclasses.replace(inp, job_id=workflow.info().workflow_id)
         self.inp = inp
         self.status = "queued"
         self.version = inp.version
@@ -47,33 +61,54 @@ class InvocationWorkflow:
         self.demanded = False
         self.runner: InputRunner | None = None
         self.fleet: workflow.ExternalWorkflowHandle | None = None
+        self.container_id = ""
+        # Built here: WorkflowStream registers its handlers and must be made in __init__.
+        self.events = JobEvents(WorkflowStream())
 
     @workflow.run
     async def run(self, inp: InvocationInput) -> InvocationResult:
+        inp = self.inp
+        self.events.emit(
+            "queued", {"job_id": inp.job_id, "app": inp.app, "function": inp.function, "version": inp.version}
+        )
         dep = inp.deployment
         if dep is None:  # started without a client that resolved it (e.g. by a schedule)
             try:
                 dep = await resolve(inp.app, inp.function, inp.version)
-            except ApplicationError:
+            except ApplicationError as e:
                 self.status = "failed"
+                self.events.emit("failed", {"type": e.type or "", "message": e.message, "attempt": 0})
+                await self.events.close()
                 raise
         self.version = dep.version
         self.fleet = workflow.get_external_workflow_handle(dep.fleet_id)
-        self.runner = InputRunner(dep, inp.job_id)
+        self.runner = InputRunner(dep, inp.job_id, events=self.events)
         self.runner.on_retry = self._on_retry
         try:
             out = await self.runner.run(inp.args, wait=lambda execute: self._wait(dep, execute))
         except ApplicationError as e:
             self.status = "failed"
             self.error = e.message
+            self.events.emit(
+                "failed", {"type": e.type or "", "message": e.message[:2000], "attempt": self.runner.attempt}
+            )
             await self._release_demand()
+            await self.events.close()
             raise
         except (asyncio.CancelledError, CancelledError):
             self.status = "cancelled"
+            self.events.emit("cancelled", {"attempt": self.runner.attempt})
             await self._release_demand()
+            await self.events.close()
             raise
         self.status = "completed"
+        self.container_id = out.container_id
+        self.events.emit(
+            "completed",
+            {"attempt": self.runner.attempt, "container_id": out.container_id, "outputs": self.events.outputs},
+        )
         await self._release_demand()
+        await self.events.close()
         return InvocationResult(value=out.value, logs=out.logs, version=dep.version, container_id=out.container_id)
 
     async def _wait(self, dep: Deployment, execute: workflow.ActivityHandle[ExecuteOutput]) -> None:
@@ -95,6 +130,10 @@ class InvocationWorkflow:
 
     def _on_retry(self, record: AttemptRecord) -> None:
         self.error = record.reason
+        self.events.emit(
+            "retry",
+            {"attempt": record.attempt, "kind": record.kind, "reason": record.reason, "retry_in_s": record.retry_in_s},
+        )
         workflow.set_current_details(
             f"attempt {record.attempt} failed ({record.kind}): {record.reason[:500]}\n\n"
             f"retrying in {record.retry_in_s:g} s"
@@ -114,12 +153,28 @@ class InvocationWorkflow:
 
     async def _demand(self, dep: Deployment) -> None:
         self.demanded = True
+        self.events.emit("placement", {"status": "requested", "fleet_id": dep.fleet_id})
         await demand_capacity(dep, Demand(job_id=self.inp.job_id))
 
     @workflow.signal
     def capacity_failed(self, reason: str) -> None:
         """From the fleet: no container could be started for this job."""
         self.capacity_error = reason
+        self.events.emit("placement", {"status": "failed", "reason": reason[:2000]})
+
+    @workflow.signal(name=CONTAINER_EVENT_SIGNAL)
+    def container_event(self, ev: JobEventIn) -> None:
+        """From the fleet or container workflow: a container-side step (placement,
+        provisioning, image, volume, container) to add to the job's event log."""
+        self.events.add_container_event(ev)
+
+    @workflow.signal(name=RUNTIME_EVENTS_SIGNAL)
+    def runtime_events(self, batch: JobEventsIn) -> None:
+        """From the function container: the running attempt's started, log and output events."""
+        runner = self.runner
+        if self.events.add_runtime_batch(batch, runner.attempt if runner else 0):
+            self.status = "running"
+            self.container_id = batch.container_id
 
     @workflow.query
     def info(self) -> JobInfo:
@@ -131,6 +186,7 @@ class InvocationWorkflow:
             version=self.version,
             status=self.status,
             attempt=runner.attempt if runner else 0,
+            container_id=self.container_id,
             error=self.error,
             attempts=list(runner.records) if runner else [],
         )

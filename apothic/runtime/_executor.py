@@ -43,6 +43,17 @@ class WorkItem:
     checkpoint_in: Any = None  # CloudPickled from an earlier attempt
     checkpoint_out: Any = None  # CloudPickled saved by this attempt
     checkpoint_seq: int = 0
+    # Generator functions: called with (index, value) for each yield (in the main thread);
+    # the first ``skip_outputs`` yields (delivered by an earlier attempt) are not passed on.
+    on_output: Callable[[int, Any], None] | None = None
+    skip_outputs: int = 0
+    outputs: int = 0
+
+    def yielded(self, value: Any) -> None:
+        index = self.outputs
+        self.outputs += 1
+        if index >= self.skip_outputs and self.on_output is not None:
+            self.on_output(index, value)
 
     def save_checkpoint(self, blob: Any) -> None:
         self.checkpoint_out = blob
@@ -103,7 +114,11 @@ class MainThreadExecutor:
                 self._in_user_code = True
                 try:
                     result = item.fn(*item.args, **item.kwargs)
-                    if inspect.isawaitable(result):
+                    if inspect.isgenerator(result):
+                        result = _drain(result, item)
+                    elif inspect.isasyncgen(result):
+                        result = asyncio.run(_adrain(result, item))
+                    elif inspect.isawaitable(result):
                         result = asyncio.run(_awaited(result))
                 finally:
                     self._in_user_code = False
@@ -120,6 +135,23 @@ class MainThreadExecutor:
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _drain(gen: Any, item: WorkItem) -> None:
+    """Run a generator to its end, passing each yielded value on (a generator's result is None)."""
+    try:
+        for value in gen:
+            item.yielded(value)
+    finally:
+        gen.close()
+
+
+async def _adrain(agen: Any, item: WorkItem) -> None:
+    try:
+        async for value in agen:
+            item.yielded(value)
+    finally:
+        await agen.aclose()
 
 
 class _Capture:
@@ -143,9 +175,14 @@ class _Capture:
         self._saved = (os.dup(1), os.dup(2))
         os.dup2(self._fd, 1)
         os.dup2(self._fd, 2)
+        # Line-buffered while user code runs: printed lines reach the file (and the job's
+        # log events) as they are printed.
+        self._buffering = [_line_buffering(stream, True) for stream in (sys.stdout, sys.stderr)]
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        for stream, before in zip((sys.stdout, sys.stderr), self._buffering):
+            _line_buffering(stream, before)
         for stream in (sys.stdout, sys.stderr):
             _flush(stream)
         os.dup2(self._saved[0], 1)
@@ -155,6 +192,17 @@ class _Capture:
 
     def read(self) -> str:
         return read_log(self.path)
+
+
+def _line_buffering(stream: Any, on: bool | None) -> bool | None:
+    """Set a text stream's line buffering; returns what it was (None: not a reconfigurable stream)."""
+    before = getattr(stream, "line_buffering", None)
+    if on is not None and before is not None and before != on:
+        try:
+            stream.reconfigure(line_buffering=on)
+        except Exception:  # noqa: BLE001 - an odd stream keeps its buffering
+            pass
+    return before
 
 
 def _flush(stream: Any) -> None:

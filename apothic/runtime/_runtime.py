@@ -32,7 +32,10 @@ from .._contracts import (
     ExecuteOutput,
     app_workflow_id,
 )
-from .._serialization import MAX_INLINE_BYTES, CloudPickled
+from .._blobs import load, offload
+from .._serialization import CloudPickled
+from ..exceptions import InvalidError
+from ._events import EventPublisher, OutputError
 from ._executor import Interrupted, MainThreadExecutor, WorkItem, read_log
 
 # How long user code gets to stop after a cancel or timeout before its container is replaced.
@@ -41,6 +44,9 @@ HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_LOG_BYTES = 32 * 1024
 # How often a container checks that its ContainerWorkflow still runs.
 OWNER_CHECK_S = 5.0
+# Inline (base64) result bytes one execute_batch returns at most; later results of the batch go
+# to the blob store even when small, so that the batch's output stays under Temporal's 2 MiB.
+BATCH_INLINE_BYTES = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +118,7 @@ class Runtime:
         self._shutdown_reason = ""
         self._in_flight = 0
         self._last_busy = time.monotonic()
+        self._client: Client | None = None
 
     def request_shutdown(self, reason: str) -> None:
         """Thread-safe: stop polling, let in-flight inputs finish, exit."""
@@ -126,6 +133,7 @@ class Runtime:
             return
         cfg = self.config
         client = await connect(self.settings, start_embedded=False)
+        self._client = client
         code = await client.get_workflow_handle(app_workflow_id(cfg.app)).query(
             "code", CodeRequest(function=cfg.function, version=cfg.version), result_type=CloudPickled
         )
@@ -205,6 +213,7 @@ class Runtime:
         self._check_input(inp.function, inp.version)
         cfg = self.config
         results: list[MapResultItem] = []
+        inline = 0
         self._in_flight += 1
         try:
             for item in inp.items:
@@ -217,7 +226,11 @@ class Runtime:
                 )
                 try:
                     out = await self._execute(one)
-                    results.append(MapResultItem(index=item.index, ok=True, value=out.value))
+                    value = out.value
+                    if inline + len(value.data) > BATCH_INLINE_BYTES:
+                        value = await self._offload_result(value, "", force=True)
+                    inline += len(value.data)
+                    results.append(MapResultItem(index=item.index, ok=True, value=value))
                 except ApplicationError as e:
                     detail = e.details[0] if e.details and isinstance(e.details[0], dict) else {}
                     results.append(
@@ -233,10 +246,22 @@ class Runtime:
         return ExecuteBatchOutput(results=results, container_id=cfg.container_id)
 
     async def _execute(self, inp: ExecuteInput) -> ExecuteOutput:
-        args, kwargs = inp.args.load()
-        item = WorkItem(self.fn, tuple(args), dict(kwargs), checkpoint_in=inp.checkpoint)
+        try:
+            args, kwargs = await load(inp.args, self.settings.blobs)
+        except InvalidError as e:  # its blob cannot be read, or another Python pickled it
+            raise ApplicationError(str(e), type="apothic.InvalidInput", non_retryable=True) from None
+        item = WorkItem(self.fn, tuple(args), dict(kwargs), checkpoint_in=inp.checkpoint, skip_outputs=inp.skip_outputs)
+        publisher: EventPublisher | None = None
+        if inp.events_to and self._client is not None:
+            publisher = EventPublisher(self._client, inp.events_to, inp.attempt, self.config.container_id, item)
+            item.on_output = publisher.output
+            publisher.start()
         fut = asyncio.wrap_future(self.executor.submit(item))
-        return await self._supervise(inp, item, fut)
+        try:
+            return await self._supervise(inp, item, fut)
+        finally:
+            if publisher is not None:
+                await publisher.close()  # the job's events arrive before its activity's outcome
 
     async def _supervise(self, inp: ExecuteInput, item: WorkItem, fut: asyncio.Future) -> ExecuteOutput:
         deadline = time.monotonic() + inp.timeout_s
@@ -272,6 +297,8 @@ class Runtime:
                     type="FunctionTimeoutError",
                 ) from None
             raise asyncio.CancelledError() from None
+        except OutputError as e:
+            raise ApplicationError(str(e), {"logs": logs}, type="apothic.InvalidResult", non_retryable=True) from None
         except BaseException as e:  # noqa: BLE001 - the user's own error
             raise user_error(e, logs) from None
         try:
@@ -283,15 +310,15 @@ class Runtime:
                 type="apothic.InvalidResult",
                 non_retryable=True,
             ) from None
-        if value.size > MAX_INLINE_BYTES:
-            raise ApplicationError(
-                f"the function's result is {value.size / 1e6:.1f} MB pickled; at most {MAX_INLINE_BYTES / 1e6:.1f} MB "
-                "travel inline. Fix: write large results to storage and return a reference.",
-                {"logs": logs},
-                type="apothic.InvalidResult",
-                non_retryable=True,
-            )
+        value = await self._offload_result(value, logs)
         return ExecuteOutput(value=value, logs=logs, container_id=self.config.container_id)
+
+    async def _offload_result(self, value: CloudPickled, logs: str, force: bool = False) -> CloudPickled:
+        """A large result goes to the blob store; the activity returns its reference."""
+        try:
+            return await offload(value, self.settings.blobs, force=force)
+        except InvalidError as e:
+            raise ApplicationError(str(e), {"logs": logs}, type="apothic.InvalidResult", non_retryable=True) from None
 
     async def _interrupt(self, item: WorkItem, fut: asyncio.Future, reason: str) -> None:
         self.executor.interrupt(item, reason)

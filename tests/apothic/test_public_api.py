@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = [
     "ApothicError", "App", "AppDeployment", "CallTimeoutError", "CloudBucketMount", "ControlPlaneClient", "Cron",
-    "Function", "FunctionTimeoutError", "Image", "InvalidError", "Job", "JobCancelledError", "JobStatus", "LivConfig",
+    "Function", "FunctionTimeoutError", "Image", "InvalidError", "Job", "JobCancelledError", "JobEvent", "JobStatus",
+    "LivConfig",
     "NotFoundError", "NotSupportedError", "Period", "PlacementError", "RemoteError", "RemoteFunction", "Retries",
     "Secret", "StorageMount", "Volume", "batched", "checkpoint", "concurrent", "last_checkpoint", "liv",
 ]

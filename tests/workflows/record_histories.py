@@ -4,7 +4,9 @@
 
 Runs a short scenario (deploy, a call, a failing call with a retry, a cancelled call, a map)
 against a fresh dev server and writes one JSON history per workflow type into
-tests/workflows/histories/. Re-record only when a change to workflow code is meant to break
+tests/workflows/histories/, plus ``InvocationWorkflow-events.json``: a generator job that logs,
+retries once and is watched (runtime signals, stream polls). ``--events-only`` records just that
+one (and leaves the other files alone). Re-record only when a change to workflow code is meant to break
 running workflows (and then version the change with workflow.patched instead, if it matters).
 """
 
@@ -24,6 +26,42 @@ from _common import dev_server, process  # noqa: E402
 OUT = Path(__file__).resolve().parent / "histories"
 
 
+def record_events_history(address: str) -> str:
+    """A generator job with logs, a retry and a watcher; its history goes to
+    InvocationWorkflow-events.json. Returns its job id."""
+    import apothic
+    from apothic._loop import run_blocking
+    from temporalio.client import Client
+
+    app = apothic.App("replay-events")
+    marker = OUT / ".failed-once"
+    marker.unlink(missing_ok=True)
+
+    @app.function(retries=apothic.Retries(max_retries=1, initial_delay=0.2))
+    def items(n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            print(f"item {i}", flush=True)
+            yield i
+            time.sleep(0.3)
+        if not marker.exists():
+            marker.write_text("x")
+            raise ConnectionError("once")
+
+    app.deploy()
+    job = items.spawn(3)
+    list(job.watch(snapshot=True))
+    marker.unlink(missing_ok=True)
+
+    async def dump() -> None:
+        client = await Client.connect(address)
+        history = await client.get_workflow_handle(job.job_id).fetch_history()
+        (OUT / "InvocationWorkflow-events.json").write_text(history.to_json())
+
+    OUT.mkdir(exist_ok=True)
+    run_blocking(dump())
+    return job.job_id
+
+
 def main() -> None:
     os.environ.setdefault("APOTHIC_CONTAINER_IDLE_S", "3")
     with dev_server() as address, process("-m", "apothic.worker"):
@@ -31,6 +69,9 @@ def main() -> None:
         from apothic._loop import run_blocking
         from temporalio.client import Client
 
+        if "--events-only" in sys.argv:
+            record_events_history(address)
+            return
         app = apothic.App("replay")
 
         @app.function(retries=apothic.Retries(max_retries=1, initial_delay=0.2))
@@ -72,6 +113,7 @@ def main() -> None:
         for old in OUT.glob("*.json"):
             old.unlink()
         run_blocking(dump())
+        record_events_history(address)
         print(sorted(p.name for p in OUT.glob("*.json")))
 
 
