@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import datetime, timezone
 from typing import Any
 
 from temporalio import activity
@@ -23,7 +24,9 @@ from apothic._contracts import (
     RUN_CONTAINER_ACTIVITY,
     ClosedJobsRequest,
     ClosedJobsResult,
+    CONTAINER_EVENT_SIGNAL,
     Deployment,
+    JobEventIn,
     EnsureFleetRequest,
     FleetInput,
     ReleaseInput,
@@ -32,9 +35,11 @@ from apothic._contracts import (
     RunContainerOutput,
     app_workflow_id,
 )
-from apothic._image import Image
-from apothic.placement.providers import ProcessProvider, ensure_venv
-from apothic.placement.providers.venv_images import VenvImage, read_venv_image
+from apothic.placement import Offer, choose, placement_query
+from apothic.placement.providers.offers import explain_no_match, gather_offers
+
+from ._hosts import DockerHost, Host, ProcessHost, Progress, Started, StartFailed, VastHost
+from ._schedules import ScheduleActivities
 
 HEARTBEAT_EVERY_S = 2.0
 # How long a draining container may take to finish its in-flight inputs, beyond the function's
@@ -47,10 +52,14 @@ class ControlActivities:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.process = ProcessProvider(apothic_home() / "logs" / "containers")
+        self.providers = settings.provider_settings()
+        self.hosts: dict[str, Host] = {"process": ProcessHost()}
 
     def all(self) -> list[Any]:
-        return [self.resolve_deployment, self.ensure_fleet, self.closed_jobs, self.run_container, self.release_container]
+        return [
+            self.resolve_deployment, self.ensure_fleet, self.closed_jobs, self.run_container, self.release_container,
+            ScheduleActivities(self.settings).sync_schedules,
+        ]
 
     @activity.defn(name=RESOLVE_ACTIVITY)
     async def resolve_deployment(self, req: ResolveRequest) -> Deployment:
@@ -104,64 +113,124 @@ class ControlActivities:
 
     @activity.defn(name=RUN_CONTAINER_ACTIVITY)
     async def run_container(self, inp: RunContainerInput) -> RunContainerOutput:
-        """Start (or adopt) a container, heartbeat while it lives, stop it gracefully on cancel.
+        """Place, start (or adopt) a container, heartbeat while it lives, stop it on cancel.
 
-        The heartbeat carries the container's pid: when this worker dies or shuts down, the
-        container keeps running and the next attempt of this activity, on any worker of the
-        same host, adopts it instead of starting another.
+        Placement ranks the offers of every enabled provider with the function's filters
+        (:func:`apothic.placement.choose`). The heartbeat carries ``(token, provider)`` (a
+        pid, or a rented instance id): when this worker dies or shuts down, the container
+        keeps running and the next attempt of this activity adopts it instead of starting
+        another.
         """
         dep = inp.deployment
-        if dep.spec.provider != "process":
-            raise ApplicationError(
-                f"provider {dep.spec.provider!r} is not available on this worker", type="ContainerStartFailed"
-            )
-        handle = None
         details = activity.info().heartbeat_details
+        started: Started | None = None
+        host: Host | None = None
         if details:
-            handle = self.process.adopt(inp.container_id, int(details[0]))
-            if handle is None:  # it ended while no worker watched it
-                return self._ended(inp, self.process.exit_status(inp.container_id))
-            activity.logger.info("adopted container %s (pid %s)", inp.container_id, handle.pid)
-        if handle is None:
+            token, name = int(details[0]), (str(details[1]) if len(details) > 1 else "process")
+            host = self._host(name)
+            handle = await host.adopt(inp.container_id, token) if token else None
+            if handle is None:  # it ended while no worker watched it (or never started)
+                if token:
+                    return await self._ended(inp, host, await host.exit_status(inp.container_id))
+            else:
+                started = Started(token, handle)
+                activity.logger.info("adopted container %s on %s (%s)", inp.container_id, name, token)
+        progress = self._progress(inp)
+        if started is None:
+            host, offer, candidates = await self._place(dep, progress)
+            activity.heartbeat(0, host.name)
             env = self._container_env(inp)
-            python = cwd = None
-            if dep.spec.image:
-                venv = await self._image_venv(dep.spec.image)
-                env.update(venv.env)
-                python = str(venv.python)
-                cwd = str(venv.workdir) if venv.workdir and venv.workdir.is_dir() else None
-            handle = await self.process.start(inp.container_id, env, python=python, cwd=cwd)
-        activity.heartbeat(handle.pid)
+            tick = lambda: activity.heartbeat(0, host.name)  # noqa: E731
+            try:
+                if isinstance(host, VastHost):
+                    started = await host.start(inp.container_id, env, dep.spec, offer, progress, tick, candidates)
+                else:
+                    started = await host.start(inp.container_id, env, dep.spec, offer, progress, tick)
+            except StartFailed as e:
+                raise ApplicationError(
+                    str(e), type="ContainerStartFailed", non_retryable=not e.retryable
+                ) from None
+            await progress("container", {"status": "started", "provider": host.name, **started.where})
+        assert host is not None and started is not None
+        activity.heartbeat(started.token, host.name)
         try:
             while True:
-                code = await self.process.wait(handle, HEARTBEAT_EVERY_S)
+                code = await host.wait(started.handle, HEARTBEAT_EVERY_S)
                 if code is not None:
-                    return self._ended(inp, code)
-                activity.heartbeat(handle.pid)
+                    return await self._ended(inp, host, code, started.where)
+                activity.heartbeat(started.token, host.name)
         except asyncio.CancelledError:
             if activity.is_worker_shutdown():
                 raise  # leave the container running: the next attempt adopts it
-            await self.process.stop(handle, dep.spec.timeout_s + DRAIN_GRACE_S, tick=lambda: activity.heartbeat(handle.pid))
+            await host.stop(
+                started.handle, dep.spec.timeout_s + DRAIN_GRACE_S,
+                tick=lambda: activity.heartbeat(started.token, host.name),
+            )
             raise
+        finally:
+            await host.close(started.handle)
 
-    async def _image_venv(self, image_dict: dict[str, Any]) -> VenvImage:
-        """Build or reuse the image's virtual environment, heartbeating while it builds."""
-        image = Image.from_dict(image_dict)
-        lines: list[str] = []
-        build = asyncio.ensure_future(
-            ensure_venv(image, root=apothic_home() / "venvs", on_output=lambda line: lines.append(line))
+    def _host(self, name: str) -> Host:
+        if name not in self.hosts:
+            if name == "docker":
+                self.hosts[name] = DockerHost(self.providers)
+            elif name == "vast":
+                self.hosts[name] = VastHost(self.providers)
+            else:
+                raise ApplicationError(f"unknown provider {name!r}", type="ContainerStartFailed", non_retryable=True)
+        return self.hosts[name]
+
+    async def _place(self, dep: Deployment, progress: Progress) -> tuple[Host, Offer, list[Offer]]:
+        """The host and offer to start on: one ranking of every enabled provider's offers."""
+        spec = dep.spec
+        names = [spec.provider] if spec.provider else list(self.providers.enabled)
+        query = placement_query(spec.placement, cpu=spec.cpu, memory_mb=spec.memory_mb, disk_gb=spec.disk_gb)
+        skipped: dict[str, str] = {}
+        for name in names:
+            why = self._host(name).usable_for(spec)
+            if why:
+                skipped[name] = why
+        usable = [n for n in names if n not in skipped]
+        docker = self.hosts["docker"].provider if "docker" in self.hosts else None
+        offers, down = await gather_offers(
+            usable, query, disk_path=apothic_home(), docker=docker, vast_limit=self.providers.vast_search_limit
         )
-        while not build.done():
-            await asyncio.wait({build}, timeout=HEARTBEAT_EVERY_S)
-            activity.heartbeat(0)
-        try:
-            path = build.result()
-        except Exception as e:  # noqa: BLE001 - a failed build fails this container, clearly
-            tail = "\n".join(lines[-40:])
-            raise ApplicationError(
-                f"building image {image.tag} failed: {e}\n{tail}", type="ContainerStartFailed", non_retryable=True
-            ) from None
-        return read_venv_image(path)
+        skipped.update(down)
+        ranked = choose(query, offers, names)
+        if not ranked:
+            why_not = await explain_no_match([n for n in usable if n not in skipped], query, offers)
+            notes = "".join(f"; {n} not used: {why}" for n, why in skipped.items())
+            message = (
+                f"no machine matches {dep.app}.{dep.function} ({query}): {why_not}{notes}. "
+                "Fix: relax the function's placement filters or enable another provider."
+            )
+            await progress("placement", {"status": "no_match", "reason": message})
+            raise ApplicationError(message, type="ContainerStartFailed", non_retryable=True)
+        best = ranked[0]
+        await progress(
+            "placement",
+            {
+                "provider": best.provider, "offer_id": best.offer_id, "gpu_name": best.gpu_name,
+                "num_gpus": best.num_gpus, "dph_total": best.dph_total, "geolocation": best.geolocation,
+                "matched": len(ranked), "offers": len(offers), "skipped": skipped,
+            },
+        )
+        candidates = [o for o in ranked if o.provider == best.provider]
+        return self._host(best.provider), best, candidates
+
+    def _progress(self, inp: RunContainerInput) -> Progress:
+        """Tell the fleet (which tells its waiting jobs) each step of this container's start."""
+        fleet = activity.client().get_workflow_handle(inp.deployment.fleet_id)
+
+        async def emit(event: str, data: dict[str, Any]) -> None:
+            activity.logger.info("container %s: %s %s", inp.container_id, event, data)
+            at = datetime.now(timezone.utc).isoformat()
+            try:
+                await fleet.signal(CONTAINER_EVENT_SIGNAL, JobEventIn(event, data, at, inp.container_id))
+            except RPCError:
+                pass  # the fleet has ended: nobody waits for this container
+
+        return emit
 
     def _container_env(self, inp: RunContainerInput) -> dict[str, str]:
         dep = inp.deployment
@@ -177,21 +246,40 @@ class ControlActivities:
         )
         return env
 
-    def _ended(self, inp: RunContainerInput, code: int) -> RunContainerOutput:
+    async def _ended(
+        self, inp: RunContainerInput, host: Host, code: int, where: dict[str, Any] | None = None
+    ) -> RunContainerOutput:
         if code in (EXIT_OK, EXIT_REPLACE):
             reason = "exited" if code == EXIT_OK else "retired: an input ignored its interruption"
-            return RunContainerOutput(container_id=inp.container_id, exit_code=code, reason=reason)
+            return RunContainerOutput(
+                container_id=inp.container_id, exit_code=code, reason=reason, provider=host.name, where=where or {}
+            )
         raise ApplicationError(
-            f"container {inp.container_id} exited with code {code}; its last output:\n"
-            f"{self.process.log_tail(inp.container_id)}",
+            f"container {inp.container_id} on {host.name} exited with code {code}; its last output:\n"
+            f"{await host.log_tail(inp.container_id)}",
             type="ContainerExited",
             non_retryable=True,
         )
 
     @activity.defn(name=RELEASE_CONTAINER_ACTIVITY)
     async def release_container(self, inp: ReleaseInput) -> None:
-        """Make sure nothing of the container is left (idempotent)."""
-        if inp.provider == "process":
-            killed = await asyncio.to_thread(self.process.release, inp.container_id)
-            if killed:
-                activity.logger.warning("released leftover processes of %s: %s", inp.container_id, killed)
+        """Make sure nothing of the container is left on any provider it may have used (idempotent).
+
+        Every enabled provider is asked, not only the one that ran it: a worker lost between
+        renting a machine and its first heartbeat leaves no record of where it was placed.
+        """
+        names = dict.fromkeys([inp.provider] if inp.provider else [])
+        names.update(dict.fromkeys(self.providers.enabled))
+        errors = []
+        for name in names:
+            try:
+                gone = await self._host(name).release(inp.container_id)
+            except Exception as e:  # noqa: BLE001 - one provider's failure must not hide another's leftovers
+                if name in self.providers.auto and name == "docker":
+                    continue  # an auto-enabled engine that does not answer holds nothing of ours
+                errors.append(f"{name}: {type(e).__name__}: {e}")
+                continue
+            if gone:
+                activity.logger.warning("released leftovers of %s on %s: %s", inp.container_id, name, gone)
+        if errors:
+            raise ApplicationError(f"releasing {inp.container_id} failed: " + "; ".join(errors), type="ReleaseFailed")

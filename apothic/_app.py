@@ -32,9 +32,10 @@ from ._contracts import (
 )
 from ._function import Function, check_name
 from ._loop import AioNamespace, synced
+from ._schedules import schedule_config
 from ._resources import Cron, LivConfig, Period, Retries, Secret, StorageMount
 from ._serialization import MAX_INLINE_BYTES, CloudPickled
-from ._validation import FunctionOptions, validate_options
+from ._validation import FunctionOptions, placement_options, validate_options
 from .exceptions import ApothicError, InvalidError
 
 P = ParamSpec("P")
@@ -202,10 +203,6 @@ class App:
             if not callable(fn) or not hasattr(fn, "__name__"):
                 raise InvalidError(f"@app.function(...) decorates a function, got {fn!r}.")
             name = check_name("function", fn.__name__)
-            if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-                raise InvalidError(
-                    f"{name} is a generator; generators are not supported yet. Fix: return a list instead."
-                )
             opts = validate_options(name, options, fn)
             if name in self._functions:
                 raise InvalidError(f"app {self.name!r} already has a function named {name!r}. Fix: rename one.")
@@ -236,8 +233,13 @@ class App:
             max_pending_tasks=o.max_pending_tasks,
             max_containers=o.max_containers,
             tasks_per_container=o.tasks_per_container,
-            is_async=inspect.iscoroutinefunction(fn.raw_f),
+            is_async=inspect.iscoroutinefunction(fn.raw_f) or inspect.isasyncgenfunction(fn.raw_f),
+            is_generator=inspect.isgeneratorfunction(fn.raw_f) or inspect.isasyncgenfunction(fn.raw_f),
             image=o.image.to_dict() if o.image is not None else None,
+            placement=placement_options(o) or None,
+            schedule=schedule_config(o.schedule),
+            disk_gb=o.disk_gb,
+            provider="",
         )
 
     def _deploy_request(self) -> DeployRequest:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._config import load_settings
+from ._offers import add_offers_parser
 from .exceptions import ApothicError, InvalidError
 
 EPILOG = """\
@@ -207,6 +208,96 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(value: Any, tz: str) -> str:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return value.astimezone(ZoneInfo(tz)).isoformat(timespec="seconds") if isinstance(value, datetime) else "-"
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from ._schedules import Schedules
+
+    schedules = Schedules()
+    if args.schedules_cmd == "list":
+        infos = schedules.list(args.app, count=max(args.next, 1))
+        if args.json:
+            print(json.dumps([{
+                "schedule_id": i.schedule_id, "app": i.app, "function": i.function, "spec": i.spec_text(),
+                "timezone": i.timezone, "paused": i.paused, "note": i.note,
+                "last_run": _when(i.last_run_at, "UTC"), "last_job_id": i.last_job_id, "running": i.running_job_ids,
+                "runs": i.num_runs, "next_runs": [_when(t, i.timezone) for t in i.next_runs[:args.next]],
+            } for i in infos], indent=2))
+            return 0
+        print(f"{'SCHEDULE':32} {'SPEC':34} {'STATE':7} {'LAST RUN (UTC)':26} NEXT RUN (schedule's time zone)")
+        for i in infos:
+            state = "paused" if i.paused else "active"
+            nxt = [_when(t, i.timezone) for t in i.next_runs[:args.next]]
+            print(f"{i.app + '.' + i.function:32} {i.spec_text():34} {state:7} {_when(i.last_run_at, 'UTC'):26} "
+                  f"{nxt[0] if nxt else '-'}")
+            if i.last_job_id:
+                print(f"{'':32} last job {i.last_job_id}")
+            for t in nxt[1:]:
+                print(f"{'':32} then {t}")
+        return 0
+    if args.schedules_cmd == "delete":
+        deleted = schedules.delete(args.app, args.function)
+        print("deleted: " + (", ".join(deleted) if deleted else "nothing"))
+        return 0
+    target = f"{args.app}.{args.function}"
+    if args.schedules_cmd == "pause":
+        schedules.pause(args.app, args.function, note=args.note or "")
+        print(f"{target}: paused")
+    elif args.schedules_cmd == "resume":
+        schedules.resume(args.app, args.function, note=args.note or "")
+        print(f"{target}: resumed")
+    elif args.schedules_cmd == "trigger":
+        schedules.trigger(args.app, args.function, overlap=args.overlap)
+        print(f"{target}: triggered")
+    elif args.schedules_cmd == "backfill":
+        try:
+            start, end = datetime.fromisoformat(args.start), datetime.fromisoformat(args.end)
+        except ValueError as e:
+            raise InvalidError(f"backfill: {e}. Fix: give ISO 8601 times, e.g. --start 2026-05-01T00:00.") from None
+        schedules.backfill(args.app, args.function, start, end, overlap=args.overlap or "buffer_all")
+        print(f"{target}: backfilling {args.start} .. {args.end}")
+    return 0
+
+
+def add_schedules_parser(sub: Any) -> None:
+    from ._cron import OVERLAP_POLICIES
+
+    sc = sub.add_parser("schedules", help="list and manage schedules",
+                        description="Schedules of deployed functions (schedule=Cron(...) or Period(...)): "
+                                    "Temporal Schedules that deploy creates, updates and deletes.")
+    ssub = sc.add_subparsers(dest="schedules_cmd", required=True, metavar="SUBCOMMAND")
+    sl = ssub.add_parser("list", help="schedules with their last and next runs")
+    sl.add_argument("--app", help="only this app's schedules")
+    sl.add_argument("--next", type=int, default=1, metavar="N", help="show the next N runs (default 1)")
+    sl.add_argument("--json", action="store_true")
+    for name, text in (("pause", "stop starting runs (kept across deploys)"),
+                       ("resume", "start runs again from the next due time"),
+                       ("trigger", "start a run now (with the schedule's overlap policy unless --overlap)"),
+                       ("backfill", "run the times the schedule had between --start and --end, now")):
+        sp = ssub.add_parser(name, help=text)
+        sp.add_argument("app", metavar="APP")
+        sp.add_argument("function", metavar="FUNCTION")
+        if name in ("pause", "resume"):
+            sp.add_argument("--note", help="a note shown with the schedule")
+        if name in ("trigger", "backfill"):
+            sp.add_argument("--overlap", choices=OVERLAP_POLICIES,
+                            help="overlap policy for these runs" + (" (default buffer_all)" if name == "backfill" else ""))
+        if name == "backfill":
+            sp.add_argument("--start", required=True, help="ISO 8601; without an offset, in the schedule's time zone")
+            sp.add_argument("--end", required=True, help="ISO 8601, included")
+    sd = ssub.add_parser("delete", help="delete a function's schedule, or all of an app's (until its next deploy)")
+    sd.add_argument("app", metavar="APP")
+    sd.add_argument("function", metavar="FUNCTION", nargs="?")
+    sc.set_defaults(func=cmd_schedules)
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     from ._embedded import stop_embedded
 
@@ -275,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
         jp = jsub.add_parser(name, help=text)
         jp.add_argument("job_id", metavar="JOB_ID")
     j.set_defaults(func=cmd_jobs)
+
+    add_schedules_parser(sub)
+    add_offers_parser(sub)
 
     st = sub.add_parser("stop", help="stop the background dev server and worker clients started",
                         description="Stop the embedded dev server and control workers that clients started in "

@@ -77,6 +77,166 @@ class WorkerSettings:
     startup_timeout_s: float = 300.0
 
 
+PROVIDERS = ("process", "docker", "vast")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderSettings:
+    """Which providers may run function containers, from ``temporal-dev.yaml``'s ``providers``.
+
+    Attributes:
+        enabled: provider names in order of preference among equally priced offers. ``docker``
+            set to ``auto`` is listed and used when its engine answers; ``vast`` set to ``auto``
+            is listed when ``VAST_API_KEY`` is set. ``APOTHIC_PROVIDERS`` (``"docker,process"``)
+            replaces the list.
+        docker_registry: ``host:port`` the docker provider pushes derived images to, or None.
+        vast_registry: ``host:port`` rented machines pull images from; None runs the local
+            reference (only hosts that share this engine, such as the simulator, have it).
+        vast_ready_timeout_s: how long one rented instance may take to reach ``running``.
+        vast_max_offers: how many ranked offers one container start tries.
+        vast_search_limit: how many offers one search asks the API for.
+        auto: the providers enabled as ``auto`` (checked when used).
+    """
+
+    enabled: tuple[str, ...] = ("process",)
+    docker_registry: str | None = None
+    vast_registry: str | None = None
+    vast_ready_timeout_s: float = 600.0
+    vast_max_offers: int = 5
+    vast_search_limit: int = 64
+    auto: tuple[str, ...] = ()
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any], env: Any = os.environ) -> ProviderSettings:
+        if not isinstance(raw, dict):
+            raise InvalidError(f"'providers' must be a mapping, got {raw!r}.")
+        unknown = sorted(set(raw) - set(PROVIDERS))
+        if unknown:
+            raise InvalidError(
+                f"unknown provider(s) {unknown} in 'providers'. Allowed: {list(PROVIDERS)}. Fix: remove or rename them."
+            )
+        enabled: list[str] = []
+        auto: list[str] = []
+        for name, section in raw.items():
+            flag = (section or {}).get("enabled", True) if isinstance(section, dict) else section
+            if isinstance(flag, str) and flag.lower() == "auto":
+                if name != "vast" or env.get("VAST_API_KEY"):
+                    enabled.append(name)
+                    auto.append(name)
+            elif flag is True or (isinstance(flag, str) and flag.lower() in _TRUE):
+                enabled.append(name)
+        if env.get("APOTHIC_PROVIDERS"):
+            wanted = [p.strip() for p in env["APOTHIC_PROVIDERS"].split(",") if p.strip()]
+            bad = [p for p in wanted if p not in PROVIDERS]
+            if bad:
+                raise InvalidError(
+                    f"APOTHIC_PROVIDERS={env['APOTHIC_PROVIDERS']!r} names unknown provider(s) {bad}. "
+                    f"Allowed: {list(PROVIDERS)}."
+                )
+            enabled, auto = wanted, []
+        docker = raw.get("docker") if isinstance(raw.get("docker"), dict) else {}
+        vast = raw.get("vast") if isinstance(raw.get("vast"), dict) else {}
+        return cls(
+            enabled=tuple(enabled),
+            docker_registry=env.get("APOTHIC_DOCKER_REGISTRY") or docker.get("registry") or None,
+            vast_registry=env.get("APOTHIC_VAST_REGISTRY") or vast.get("registry") or None,
+            vast_ready_timeout_s=float(vast.get("ready_timeout_s", 600.0)),
+            vast_max_offers=int(vast.get("max_offers", 5)),
+            vast_search_limit=int(vast.get("search_limit", 64)),
+            auto=tuple(auto),
+        )
+
+
+# The standard AWS variables a container needs to read and write an S3 blob store.
+_AWS_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlobSettings:
+    """Where large arguments and results go, from ``temporal-dev.yaml``'s ``blobs`` section.
+
+    Attributes:
+        store: a folder (``~`` expands; a relative path is under ``$APOTHIC_HOME``; empty:
+            ``$APOTHIC_HOME/blobs``, shared by every process on this host) or
+            ``s3://bucket/prefix`` (the bucket must exist). Env: ``APOTHIC_BLOB_STORE``.
+        threshold_bytes: pickles of at least this many bytes travel as a reference to the
+            store (0: all of them); at most 1,400,000 (Temporal refuses payloads over 2 MiB).
+            Env: ``APOTHIC_BLOB_THRESHOLD_BYTES``.
+        s3_endpoint_url: an S3-compatible server, e.g. ``http://127.0.0.1:8333``; empty: AWS
+            (or ``AWS_ENDPOINT_URL``). Env: ``APOTHIC_BLOB_S3_ENDPOINT_URL``.
+        s3_region: the bucket's region; empty: ``AWS_REGION`` or the AWS config. Env:
+            ``APOTHIC_BLOB_S3_REGION``. Credentials come from boto3's usual chain
+            (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, an instance role).
+    """
+
+    store: str = ""
+    threshold_bytes: int = 256 * 1024
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+
+    def location(self) -> str:
+        """The absolute folder, or the ``s3://`` URL, of the store."""
+        if self.store.startswith("s3://"):
+            return self.store
+        if not self.store:
+            return str(apothic_home() / "blobs")
+        p = Path(self.store).expanduser()
+        return str(p if p.is_absolute() else apothic_home() / p)
+
+    def s3_bucket(self) -> str | None:
+        """``bucket`` or ``bucket/prefix`` of an S3 store; None for a folder."""
+        if not self.store.startswith("s3://"):
+            return None
+        bucket, _, prefix = self.store[len("s3://"):].partition("/")
+        return f"{bucket}/{prefix.strip('/')}" if prefix.strip("/") else bucket
+
+    def env(self) -> dict[str, str]:
+        """The variables that give a child process this store (and, for S3, the AWS ones set here)."""
+        env = {"APOTHIC_BLOB_STORE": self.location(), "APOTHIC_BLOB_THRESHOLD_BYTES": str(self.threshold_bytes)}
+        if self.s3_endpoint_url:
+            env["APOTHIC_BLOB_S3_ENDPOINT_URL"] = self.s3_endpoint_url
+        if self.s3_region:
+            env["APOTHIC_BLOB_S3_REGION"] = self.s3_region
+        if self.s3_bucket() is not None:
+            env.update({k: os.environ[k] for k in _AWS_ENV if os.environ.get(k)})
+        return env
+
+    @classmethod
+    def resolve(cls, section: BlobSettings, where: str, env: Any = os.environ) -> BlobSettings:
+        """``section`` with the environment's overrides, checked, its folder made absolute."""
+        from ._serialization import MAX_INLINE_BYTES
+
+        values: dict[str, Any] = dataclasses.asdict(section)
+        source = {name: f"{where} {name}" for name in values}
+        for name in values:
+            if env.get(f"APOTHIC_BLOB_{name.upper()}"):
+                values[name] = env[f"APOTHIC_BLOB_{name.upper()}"]
+                source[name] = f"APOTHIC_BLOB_{name.upper()}"
+        threshold = values["threshold_bytes"]
+        try:
+            values["threshold_bytes"] = int(threshold)
+        except (TypeError, ValueError):
+            values["threshold_bytes"] = -1
+        if not 0 <= values["threshold_bytes"] <= MAX_INLINE_BYTES or isinstance(threshold, (bool, float)):
+            raise InvalidError(
+                f"{source['threshold_bytes']}={threshold!r}: allowed: an integer from 0 to {MAX_INLINE_BYTES}. "
+                "Fix: e.g. 262144 (256 KiB), or 0 to send every argument and result through the store."
+            )
+        store = str(values["store"] or "")
+        if "://" in store and not (store.startswith("s3://") and store[len("s3://"):].split("/")[0]):
+            raise InvalidError(
+                f"{source['store']}={store!r}: allowed: a folder, or s3://bucket/prefix. "
+                "Fix: e.g. s3://my-bucket/apothic, or leave it empty for $APOTHIC_HOME/blobs."
+            )
+        blobs = cls(**{**values, "store": store})
+        if store and not store.startswith("s3://"):
+            blobs = dataclasses.replace(blobs, store=blobs.location())
+        return blobs
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything a client, worker or container needs to reach Temporal.
@@ -86,6 +246,7 @@ class Settings:
         namespace: the Temporal namespace.
         embedded: True when the address comes from ``temporal-dev.yaml`` (Apothic may start
             the dev server and a control worker); False for an external cluster.
+        blobs: the blob store for large arguments and results (the ``blobs`` section).
     """
 
     address: str
@@ -100,9 +261,11 @@ class Settings:
     worker: WorkerSettings = dataclasses.field(default_factory=WorkerSettings)
     providers: dict[str, Any] = dataclasses.field(default_factory=dict)
     config_file: str = ""
+    blobs: BlobSettings = dataclasses.field(default_factory=BlobSettings)
 
     def connection_env(self) -> dict[str, str]:
-        """Environment variables that make a child process (a container) reach this server."""
+        """Environment variables that make a child process (a container) reach this server
+        and its blob store."""
         env = {"APOTHIC_TEMPORAL_ADDRESS": self.address, "APOTHIC_TEMPORAL_NAMESPACE": self.namespace}
         if self.tls:
             env["APOTHIC_TEMPORAL_TLS"] = "1"
@@ -114,7 +277,12 @@ class Settings:
         ):
             if value:
                 env[key] = value
+        env.update(self.blobs.env())
         return env
+
+    def provider_settings(self) -> ProviderSettings:
+        """The ``providers`` section, with the environment's overrides."""
+        return ProviderSettings.from_raw(self.providers)
 
 
 def _section(raw: dict[str, Any], name: str, cls: type, path: Path) -> Any:
@@ -163,7 +331,8 @@ def load_settings(**overrides: Any) -> Settings:
     providers = raw.get("providers") or {}
     env = os.environ
     address = env.get("APOTHIC_TEMPORAL_ADDRESS")
-    common = dict(server=server, worker=worker, providers=providers, config_file=str(path))
+    blobs = BlobSettings.resolve(_section(raw, "blobs", BlobSettings, path), f"{path}: blobs")
+    common = dict(server=server, worker=worker, providers=providers, config_file=str(path), blobs=blobs)
     if address:
         return Settings(
             address=address,

@@ -28,6 +28,17 @@ ENSURE_FLEET_ACTIVITY = "apothic.ensure_fleet"
 CLOSED_JOBS_ACTIVITY = "apothic.closed_jobs"
 RUN_CONTAINER_ACTIVITY = "apothic.run_container"
 RELEASE_CONTAINER_ACTIVITY = "apothic.release_container"
+SYNC_SCHEDULES_ACTIVITY = "apothic.sync_schedules"
+# Signals of an InvocationWorkflow that add to the job's event log (see JobEventIn).
+CONTAINER_EVENT_SIGNAL = "container_event"
+RUNTIME_EVENTS_SIGNAL = "runtime_events"
+
+# The job event types, in the order a job usually meets them. Container-side steps come from
+# the fleet/container workflows (signal container_event), started/log/output from the
+# function container (signal runtime_events), the rest from the job's own workflow.
+CONTAINER_EVENT_TYPES = ("placement", "provisioning", "image", "volume", "container")
+TERMINAL_EVENT_TYPES = ("completed", "failed", "cancelled")
+EVENT_TYPES = ("queued", *CONTAINER_EVENT_TYPES, "started", "log", "output", "retry", *TERMINAL_EVENT_TYPES)
 
 # Exit codes of a function container (apothic.runtime).
 EXIT_OK = 0  # drained or stopped on request
@@ -52,6 +63,16 @@ def container_workflow_id(app: str, function: str, version: int, container_id: s
     return f"apothic-container:{app}:{function}:v{version}:{container_id}"
 
 
+def schedule_id(app: str, function: str) -> str:
+    """The Temporal Schedule of a function's ``schedule=`` (``:`` appears in no name)."""
+    return f"apothic-schedule:{app}:{function}"
+
+
+def scheduled_job_prefix(app: str, function: str) -> str:
+    """Workflow id of a scheduled run, before the ``-<time>Z`` Temporal appends to it."""
+    return f"job-sched-{app}.{function}"
+
+
 def deployment_task_queue(app: str, function: str, version: int) -> str:
     return f"apothic:{app}:{function}:v{version}"
 
@@ -70,6 +91,23 @@ class RetrySpec:
     def delay(self, retry: int) -> float:
         """Seconds to wait before user retry number ``retry`` (1-based)."""
         return min(self.initial_delay * self.backoff_coefficient ** (retry - 1), self.max_delay)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """A function's ``schedule=`` (``apothic.Cron`` or ``apothic.Period``) as deployed.
+
+    ``cron`` is the expression as written (croniter's dialect); ``temporal_cron`` the Temporal
+    cron strings it became (fired as their union); ``every_s`` a Period in whole seconds.
+    """
+
+    kind: str  # "cron" or "period"
+    cron: str = ""
+    temporal_cron: list[str] = dataclasses.field(default_factory=list)
+    timezone: str = "UTC"
+    every_s: int = 0
+    # skip, buffer_one, buffer_all, cancel_other, terminate_other or allow_all
+    overlap: str = "skip"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +130,12 @@ class FunctionSpec:
     is_generator: bool = False
     # apothic.Image.to_dict() of the function's image, or None for the worker's environment.
     image: dict[str, Any] | None = None
+    # The placement filters that are set (``compile_filters`` arguments), recompiled by the
+    # control worker; None: any machine that fits cpu/memory/disk_gb.
+    placement: dict[str, Any] | None = None
+    disk_gb: float | None = None
+    # Run on this schedule (a Temporal Schedule kept in step with the current version).
+    schedule: ScheduleConfig | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +308,10 @@ class ExecuteInput:
     attempt: int = 1
     # The last checkpoint of an earlier attempt lost to an infrastructure failure.
     checkpoint: CloudPickled | None = None
+    # Workflow id to send this input's events to (signal runtime_events); "": none (maps).
+    events_to: str = ""
+    # Generator outputs already delivered by earlier attempts: the first ones yielded are skipped.
+    skip_outputs: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +319,52 @@ class ExecuteOutput:
     value: CloudPickled
     logs: str = ""
     container_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobEventIn:
+    """One step to add to a job's event log (signal ``container_event`` of its InvocationWorkflow).
+
+    ``event`` is one of ``CONTAINER_EVENT_TYPES`` for the container side (other types sent by
+    that signal are dropped); ``data`` is small JSON (at most ``MAX_EVENT_DATA_BYTES`` as a
+    payload; larger data is replaced by a truncated ``summary``). ``at`` is when it happened
+    (ISO 8601 with time zone; in a workflow ``workflow.now().isoformat()``); empty: when the job's
+    workflow receives it. The job's workflow numbers events and keeps their times non-decreasing.
+    """
+
+    event: str
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    at: str = ""
+    # The container the step is about (added to ``data`` as ``container_id``).
+    container_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobEventsIn:
+    """A batch of events of one running attempt, from its container (signal ``runtime_events``).
+
+    ``batch`` counts from 1 per attempt: a batch that arrives twice is added once.
+    """
+
+    attempt: int
+    batch: int
+    events: list[JobEventIn] = dataclasses.field(default_factory=list)
+    container_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobEventRecord:
+    """One entry of a job's event log, as its workflow stream holds it (topic = ``event``).
+
+    ``at`` is the workflow's time (ISO 8601, UTC); the sequence number is the stream offset + 1.
+    """
+
+    event: str
+    at: str
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+MAX_EVENT_DATA_BYTES = 16 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,6 +434,9 @@ class RunContainerOutput:
     container_id: str
     exit_code: int
     reason: str = ""
+    provider: str = ""
+    # Where it ran: the provider's facts (pid, docker id, rented instance, offer, price).
+    where: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,6 +454,23 @@ class ClosedJobsRequest:
 @dataclasses.dataclass(frozen=True)
 class ClosedJobsResult:
     closed: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncSchedulesRequest:
+    """Make an app's Temporal Schedules match ``functions`` (the current version's; [] once the
+    app is removed). ``known``: every function name the app has had, whose schedules may exist."""
+
+    app: str
+    functions: list[FunctionSpec]
+    known: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncSchedulesResult:
+    created: list[str] = dataclasses.field(default_factory=list)
+    updated: list[str] = dataclasses.field(default_factory=list)
+    deleted: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)

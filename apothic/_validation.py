@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ._resources import Cron, LivConfig, Period, Retries, Secret, StorageMount
 from .exceptions import InvalidError, NotSupportedError
+from .placement import PLACEMENT_OPTIONS, FilterError, placement_query
 
 _FIXES = {
     "cpu": "give a whole number of cores, e.g. cpu=2",
@@ -144,25 +145,7 @@ class FunctionOptions(BaseModel):
 
 # Options whose behaviour is not built yet: refused when not at their default.
 _NOT_YET = {
-    "schedule": "schedules",
     "liv": "generated implementations (liv)",
-    "gpu": "GPU placement",
-    "gpu_count": "GPU placement",
-    "min_vram_gb": "GPU placement",
-    "geolocation": "placement filters",
-    "offer_filters": "placement filters",
-    "max_cost_per_hour_usd": "placement filters",
-    "max_cost_per_tflop_hour_usd": "placement filters",
-    "min_total_flops": "placement filters",
-    "min_gpu_ram_bandwidth_gbps": "placement filters",
-    "min_cpu_cores": "placement filters",
-    "min_cpu_ram_gb": "placement filters",
-    "min_cpu_ghz": "placement filters",
-    "min_disk_bandwidth_mb_s": "placement filters",
-    "min_internet_upload_mbps": "placement filters",
-    "min_internet_download_mbps": "placement filters",
-    "secure_cloud_only": "placement filters",
-    "disk_gb": "disk sizing",
     "secrets": "secrets",
     "volumes": "volumes",
 }
@@ -173,15 +156,70 @@ _DEFAULTS_NOT_YET = {
 }
 
 
+def placement_options(opts: FunctionOptions) -> dict[str, Any]:
+    """The placement filters that are set, by option name (the arguments of ``compile_filters``)."""
+    return {name: getattr(opts, name) for name in PLACEMENT_OPTIONS if getattr(opts, name) is not None}
+
+
+def _placement_problems(raw: dict[str, Any], already: set[str]) -> list[str]:
+    """The placement filters compiled as the control plane will compile them: every problem,
+    as lines, except for options the option model already refused (``already``)."""
+    options = {name: raw[name] for name in PLACEMENT_OPTIONS if raw.get(name) is not None and name not in already}
+    try:
+        placement_query(options)
+    except FilterError as e:
+        return [
+            format_problem(".".join(p.loc), p.value, p.allowed, p.fix.rstrip("."), p.message.rstrip("."))
+            for p in e.problems
+        ]
+    return []
+
+
+def _schedule_problems(schedule: Any, fn: Any) -> list[str]:
+    """A scheduled function is called with no arguments; a Cron built from a dict is checked too."""
+    if not isinstance(schedule, (Cron, Period)):
+        return []
+    problems = []
+    if isinstance(schedule, Cron):
+        from ._cron import cron_problems, timezone_problems
+
+        for msg in cron_problems(schedule.expression) + timezone_problems(schedule.timezone):
+            problems.append(format_problem("schedule", schedule, "a valid apothic.Cron", "see apothic.Cron", msg))
+    if fn is not None:
+        import inspect
+
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            params = []  # type: ignore[assignment]
+        required = [
+            p.name for p in params
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if required:
+            problems.append(
+                format_problem(
+                    "schedule", schedule, "a function callable with no arguments",
+                    f"give {', '.join(required)} defaults, or drop schedule=",
+                    f"a scheduled run calls {getattr(fn, '__name__', 'it')}() with no arguments, "
+                    f"but it requires {', '.join(required)}",
+                )
+            )
+    return problems
+
+
 def validate_options(fn_name: str, raw: dict[str, Any], fn: Any = None) -> FunctionOptions:
     """Validate ``@app.function(**raw)`` for ``fn_name``; raise once with every problem."""
     where = f"@app.function(...) on {fn_name!r}"
     problems: list[str] = []
+    refused: set[str] = set()
     try:
         opts = FunctionOptions(**raw)
     except ValidationError as e:
         problems.extend(format_validation_error(e, where).splitlines()[1:])
+        refused = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
         opts = None
+    problems.extend(_placement_problems(raw, refused))
     if raw.get("retries") is not None and raw.get("max_retries"):
         problems.append(
             format_problem(
@@ -192,6 +230,7 @@ def validate_options(fn_name: str, raw: dict[str, Any], fn: Any = None) -> Funct
                 "both set",
             )
         )
+    problems.extend(_schedule_problems(raw.get("schedule"), fn))
     unsupported: list[str] = []
     for name, what in _NOT_YET.items():
         if raw.get(name) not in (None, [], {}):
@@ -203,17 +242,6 @@ def validate_options(fn_name: str, raw: dict[str, Any], fn: Any = None) -> Funct
             unsupported.append(
                 format_problem(name, raw[name], f"{default}", f"remove {name}=...", f"{what}: not supported yet")
             )
-    image = raw.get("image")
-    if opts is not None and image is not None and image.needs_container():
-        unsupported.append(
-            format_problem(
-                "image",
-                image,
-                "pip/uv installs, env, workdir and local files on a debian_slim base",
-                "drop apt_install/run_commands/from_registry/from_dockerfile for now",
-                "an image that needs a container (the docker provider is not wired in yet): not supported yet",
-            )
-        )
     for attr, what in (("__apothic_concurrent__", "@concurrent(...)"), ("__apothic_batched__", "@batched(...)")):
         if fn is not None and getattr(fn, attr, None) is not None:
             unsupported.append(

@@ -10,6 +10,7 @@ per hour, ``total_flops`` TFLOPS, ``inet_*`` Mbit/s. Named options say their uni
 """
 
 from ._compile import compile_filters
+from ._engine import PLACEMENT_OPTIONS, choose, placement_query, resource_constraints
 from ._errors import FilterError, FilterProblem
 from ._fields import OPERATORS
 from ._match import NoMatchExplanation, Rejection, explain, matches
@@ -25,10 +26,14 @@ __all__ = [
     "OPERATORS",
     "Offer",
     "OfferQuery",
+    "PLACEMENT_OPTIONS",
     "Rejection",
+    "choose",
     "compile_filters",
     "explain",
     "matches",
+    "placement_query",
     "rank",
     "rank_key",
+    "resource_constraints",
 ]

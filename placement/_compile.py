@@ -318,7 +318,7 @@ class _Builder:
             self.problem(loc, value, allowed, f"Use a value within {allowed}.", f"{field} never takes this value.")
             return _BAD
         if spec.kind == "int" and op not in ORDER_OPS and not float(value).is_integer():
-            self.problem(loc, value, allowed, f"Use a whole number, or gte/lte for a range.",
+            self.problem(loc, value, allowed, "Use a whole number, or gte/lte for a range.",
                          f"{field} is always a whole number.")
             return _BAD
         if field in _MB_FIELDS and 0 < value < 256:

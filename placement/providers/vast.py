@@ -428,6 +428,16 @@ class VastClient:
             params["after_token"] = token
         raise VastError("list instances: too many pages")
 
+    async def set_state(self, instance_id: int, state: str) -> None:
+        """Stop (``"stopped"``: the main process gets SIGTERM) or restart (``"running"``) an
+        instance (``PUT /api/v0/instances/{id}/``). Idempotent, so retried like a read."""
+        response = await self._request("PUT", f"/instances/{int(instance_id)}/", idempotent=True,
+                                       body={"state": state})
+        if response.status_code == 404:
+            raise InstanceNotFound(f"instance {instance_id} not found", status=404, body=_body(response))
+        if response.status_code >= 400:
+            raise self._fail(response, f"set instance {instance_id} to {state}")
+
     async def destroy(self, instance_id: int) -> None:
         """Destroy an instance (``DELETE /api/v0/instances/{id}/``). Destroying an instance that
         is already gone succeeds."""

@@ -50,23 +50,24 @@ def test_not_built_options_are_refused_not_ignored() -> None:
     app = make_app()
     with pytest.raises(NotSupportedError) as info:
 
-        @app.function(gpu="RTX_4090", schedule=apothic.Period(minutes=5), concurrent_requests=4)
+        @app.function(secrets=[apothic.Secret.from_name("TOKEN")], volumes=[], concurrent_requests=4)
         def f() -> None: ...
 
     text = str(info.value)
-    assert "gpu" in text and "schedule" in text and "concurrent_requests" in text
-    assert text.count("not supported yet") == 3
+    assert "secrets" in text and "concurrent_requests" in text
+    assert text.count("not supported yet") == 2
 
 
 def test_invalid_beats_not_supported_and_both_are_listed() -> None:
     app = make_app()
     with pytest.raises(InvalidError) as info:
 
-        @app.function(cpu=-1, gpu="A100")
+        @app.function(cpu=-1, gpu="A100", offer_filters={"bogus": {"eq": 1}}, secrets=[apothic.Secret.from_name("T")])
         def f() -> None: ...
 
     assert not isinstance(info.value, NotSupportedError)
-    assert "cpu = -1" in str(info.value) and "gpu" in str(info.value)
+    text = str(info.value)
+    assert "cpu = -1" in text and "offer_filters.bogus" in text and "secrets" in text
 
 
 def test_retries_and_max_retries_combine_as_documented() -> None:
@@ -95,6 +96,39 @@ def test_retries_and_max_retries_combine_as_documented() -> None:
         Retries(max_retries=1, backoff_coefficient=0.5)
 
 
+def test_placement_filters_are_checked_when_the_decorator_runs() -> None:
+    app = make_app()
+    with pytest.raises(InvalidError) as info:
+
+        @app.function(
+            gpu="RTX_4090",
+            min_vram_gb=8,
+            offer_filters={"gpu_ram": {"gte": 30_000, "lte": 20_000}, "num_gpuz": {"eq": 1}, "pci_gen": {"approx": 3}},
+        )
+        def f() -> None: ...
+
+    text = str(info.value)
+    assert "gpu_ram" in text and "num_gpuz" in text and "approx" in text
+    assert "Fix:" in text
+
+    with pytest.raises(InvalidError, match="geolocation"):
+
+        @app.function(geolocation="United States")
+        def g() -> None: ...
+
+    @app.function(
+        gpu=["RTX_4070", "RTX 3080"], gpu_count=1, min_vram_gb=10, geolocation=["US", "CA"],
+        max_cost_per_hour_usd=1.5, offer_filters={"verification": {"eq": "verified"}, "pci_gen": {"gte": 3}},
+        disk_gb=20,
+    )
+    def ok() -> str:
+        return "ok"
+
+    spec = app._spec(ok)
+    assert spec.placement is not None and spec.placement["gpu"] == ["RTX_4070", "RTX 3080"]
+    assert spec.disk_gb == 20 and spec.provider == ""
+
+
 def test_names_and_duplicates() -> None:
     with pytest.raises(InvalidError, match="app name"):
         App("no spaces please")
@@ -109,13 +143,19 @@ def test_names_and_duplicates() -> None:
         def twice() -> None: ...  # type: ignore[no-redef]
 
 
-def test_generators_and_decorators_not_built_yet() -> None:
+def test_generators_are_marked_and_decorators_not_built_yet() -> None:
     app = make_app()
-    with pytest.raises(InvalidError, match="generator"):
 
-        @app.function()
-        def gen():  # type: ignore[no-untyped-def]
-            yield 1
+    @app.function()
+    def gen():  # type: ignore[no-untyped-def]
+        yield 1
+
+    @app.function()
+    async def agen():  # type: ignore[no-untyped-def]
+        yield 1
+
+    assert app._spec(gen).is_generator and not app._spec(gen).is_async
+    assert app._spec(agen).is_generator and app._spec(agen).is_async
 
     with pytest.raises(NotSupportedError, match="@concurrent"):
 

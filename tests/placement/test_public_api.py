@@ -15,7 +15,8 @@ def test_public_names_are_frozen_and_sorted():
     assert placement.__all__ == sorted(placement.__all__)
     assert placement.__all__ == [
         "Constraint", "FilterError", "FilterProblem", "NoMatchExplanation", "OPERATORS", "Offer",
-        "OfferQuery", "Rejection", "compile_filters", "explain", "matches", "rank", "rank_key",
+        "OfferQuery", "PLACEMENT_OPTIONS", "Rejection", "choose", "compile_filters", "explain", "matches",
+        "placement_query", "rank", "rank_key", "resource_constraints",
     ]
     assert placement.OPERATORS == {"eq", "neq", "gt", "lt", "gte", "lte", "in", "notin"}
 

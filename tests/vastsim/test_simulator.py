@@ -612,8 +612,8 @@ def _local_image() -> str | None:
     return None
 
 
-@pytest.mark.skipif(not DOCKER, reason="no Docker engine reachable (`docker info` failed)")
 def test_docker_mode_runs_the_image_and_destroy_removes_the_container() -> None:
+    assert DOCKER, "no Docker engine reachable (`docker info` failed): run scripts/docker-services"
     image = _local_image()
     assert image, "docker mode needs one local image with /bin/sh"
     with Simulator(api_key=KEY, instance_mode="docker", loading_s=0.1) as dsim, \

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-import apothic
 from apothic import App, Image
 
 pytestmark = pytest.mark.usefixtures("control_worker")
@@ -38,11 +37,3 @@ def test_a_function_runs_in_its_images_environment(app_name: str) -> None:
     assert out["table"] == "1  2"
     assert out["greeting"] == "from the image"
     assert out["prefix"] != sys.prefix and "venvs" in out["prefix"]
-
-
-def test_an_image_that_needs_a_container_is_refused_at_decoration() -> None:
-    app = App("images-refused")
-    with pytest.raises(apothic.NotSupportedError, match="needs a container"):
-
-        @app.function(image=Image.debian_slim().apt_install("curl"))
-        def f() -> None: ...

@@ -1,0 +1,401 @@
+"""Hosts: the enabled providers behind one shape, for the control activities.
+
+Each host lists its offers, starts a function container from a deployment (building or
+reusing its image first), adopts one a lost worker left running, watches it, stops it and
+releases whatever is left of it. ``run_container`` picks the host by one ranking of every
+host's offers (:func:`apothic.placement.choose`).
+
+- ``process``: this host, a plain process; images become cached virtual environments.
+- ``docker``: this host's Docker engine; cpu/memory (and disk where the driver allows) are
+  enforced; images are built (and pushed when a registry is configured).
+- ``vast``: a rented Vast.ai machine (or the simulator of its API); the image is built with
+  the runtime inside, pushed to the configured registry, and run as the instance's main
+  process. The instance is destroyed on release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from apothic._config import ProviderSettings, apothic_home
+from apothic._contracts import FunctionSpec
+from apothic._image import Image
+from apothic.placement import Offer
+from apothic.placement.providers import (
+    DockerProvider,
+    ImageRef,
+    ProcessProvider,
+    VastClient,
+    ensure_image,
+    ensure_venv,
+    provision,
+)
+from apothic.placement.providers.docker import DockerUnavailable
+from apothic.placement.providers.process import EXIT_UNKNOWN
+from apothic.placement.providers.vast import InstanceNotFound, VastError
+from apothic.placement.providers.venv_images import read_venv_image
+
+# Called with (event, data) for each step worth telling the job (image build, provisioning).
+Progress = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+# Called while something slow runs, to heartbeat.
+Tick = Callable[[], None]
+
+# The runtime prints this as its last line; a host that cannot report exit codes (a rented
+# machine whose API only says "exited") reads it from the instance's log.
+_EXIT_LINE = re.compile(r"apothic-runtime: exit (-?\d+)")
+
+
+class StartFailed(Exception):
+    """The container could not be started; ``retryable`` is False when retrying cannot help."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+async def _building(image: Image, build: Callable[[Callable[[str], None]], Awaitable[Any]], progress: Progress,
+                    tick: Tick, every_s: float = 1.0) -> Any:
+    """Run ``build(on_output)`` while heartbeating, streaming its output as ``image`` events.
+
+    Lines are sent in batches every ``every_s`` seconds (``{"status": "output", "lines": [...]}``,
+    at most 200 lines a batch: a flood keeps its last lines); a failure raises
+    :class:`StartFailed` naming the image, with the error (which names the failing step) and
+    the last 40 lines.
+    """
+    pending: list[str] = []
+    tail: list[str] = []
+
+    def on_output(line: str) -> None:
+        pending.append(line)
+        tail.append(line)
+        if len(tail) > 80:
+            del tail[:40]
+
+    async def flush() -> None:
+        if pending:
+            batch = pending[-200:]
+            pending.clear()
+            await _emit(progress, "image", {"status": "output", "image": image.tag, "lines": batch})
+
+    await _emit(progress, "image", {"status": "building", "image": image.tag})
+    task = asyncio.ensure_future(build(on_output))
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=every_s)
+            tick()
+            await flush()
+        result = task.result()
+    except Exception as e:  # noqa: BLE001 - a failed build fails this container, clearly
+        await flush()
+        await _emit(progress, "image", {"status": "failed", "image": image.tag, "error": str(e)})
+        last = "\n".join(tail[-40:])
+        text = f"building image {image.tag} failed: {e}"
+        if last and last not in text:
+            text += f"\n--- last output ---\n{last}"
+        raise StartFailed(text) from None
+    finally:
+        if not task.done():
+            task.cancel()
+    return result
+
+
+def _image_of(spec: FunctionSpec) -> Image:
+    """The function's image, or this host's Python on debian_slim for functions without one."""
+    if spec.image:
+        return Image.from_dict(spec.image)
+    return Image.debian_slim(python_version=f"{sys.version_info.major}.{sys.version_info.minor}")
+
+
+async def _build_image(
+    spec: FunctionSpec, registry: str | None, always_derive: bool, progress: Progress, tick: Tick
+) -> ImageRef:
+    image = _image_of(spec)
+    ref: ImageRef = await _building(
+        image,
+        lambda on_output: ensure_image(image, registry=registry, on_output=on_output, always_derive=always_derive),
+        progress,
+        tick,
+    )
+    await _emit(progress, "image", {"status": "built" if ref.built else "cached", "image": image.tag,
+                                    "ref": ref.pinned_ref or ref.ref})
+    return ref
+
+
+async def _emit(progress: Progress, event: str, data: dict[str, Any]) -> None:
+    result = progress(event, data)
+    if asyncio.iscoroutine(result):
+        await result
+
+
+@dataclasses.dataclass
+class Started:
+    """A running container: ``token`` (heartbeated) lets another worker adopt it."""
+
+    token: int
+    handle: Any
+    where: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class ProcessHost:
+    name = "process"
+
+    def __init__(self) -> None:
+        self.provider = ProcessProvider(apothic_home() / "logs" / "containers")
+
+    def usable_for(self, spec: FunctionSpec) -> str | None:
+        if spec.image and Image.from_dict(spec.image).needs_container():
+            return (
+                "its image needs a container (apt_install, run_commands, from_registry or from_dockerfile): "
+                "enable the docker provider (providers.docker in temporal-dev.yaml) or rent a machine (vast)"
+            )
+        return None
+
+    async def start(
+        self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
+        progress: Progress, tick: Tick,
+    ) -> Started:
+        python = cwd = None
+        if spec.image:
+            image = Image.from_dict(spec.image)
+            path = await _building(
+                image,
+                lambda on_output: ensure_venv(image, root=apothic_home() / "venvs", on_output=on_output),
+                progress,
+                tick,
+            )
+            venv = read_venv_image(path)
+            await _emit(progress, "image", {"status": "ready", "image": image.tag, "venv": str(path)})
+            env.update(venv.env)
+            python = str(venv.python)
+            cwd = str(venv.workdir) if venv.workdir and venv.workdir.is_dir() else None
+        handle = await self.provider.start(container_id, env, python=python, cwd=cwd)
+        return Started(handle.pid, handle, {"pid": handle.pid})
+
+    async def adopt(self, container_id: str, token: int) -> Any:
+        return self.provider.adopt(container_id, token)
+
+    async def wait(self, handle: Any, timeout: float) -> int | None:
+        return await self.provider.wait(handle, timeout)
+
+    async def stop(self, handle: Any, grace_s: float, tick: Tick) -> int:
+        return await self.provider.stop(handle, grace_s, tick=tick)
+
+    async def exit_status(self, container_id: str) -> int:
+        return self.provider.exit_status(container_id)
+
+    async def log_tail(self, container_id: str) -> str:
+        return self.provider.log_tail(container_id)
+
+    async def release(self, container_id: str) -> list[str]:
+        return [str(p) for p in await asyncio.to_thread(self.provider.release, container_id)]
+
+    async def close(self, handle: Any) -> None:
+        pass
+
+
+class DockerHost:
+    name = "docker"
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.settings = settings
+        self.provider = DockerProvider()
+
+    def usable_for(self, spec: FunctionSpec) -> str | None:
+        return None
+
+    async def start(
+        self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
+        progress: Progress, tick: Tick,
+    ) -> Started:
+        ref = await _build_image(spec, self.settings.docker_registry, False, progress, tick)
+        gpus = offer.num_gpus if offer is not None and spec.placement and _wants_gpu(spec) else 0
+        try:
+            handle = await self.provider.start(
+                container_id, env, image_ref=ref, cpu=spec.cpu, memory_mb=spec.memory_mb,
+                disk_gb=spec.disk_gb, gpus=gpus, shared_dirs=_local_blob_store(env),
+            )
+        except DockerUnavailable as e:
+            raise StartFailed(str(e), retryable=True) from None
+        except Exception as e:  # noqa: BLE001 - the provider's refusal, said once
+            raise StartFailed(str(e)) from None
+        where = {"docker_id": handle.docker_id[:12], "image": ref.ref, "cpu": spec.cpu, "memory_mb": spec.memory_mb}
+        if handle.notes:
+            where["not_enforced"] = list(handle.notes)
+        return Started(handle.pid or 1, handle, where)
+
+    async def adopt(self, container_id: str, token: int) -> Any:
+        return await asyncio.to_thread(self.provider.adopt, container_id)
+
+    async def wait(self, handle: Any, timeout: float) -> int | None:
+        return await self.provider.wait(handle, timeout)
+
+    async def stop(self, handle: Any, grace_s: float, tick: Tick) -> int:
+        return await self.provider.stop(handle, grace_s, tick=tick)
+
+    async def exit_status(self, container_id: str) -> int:
+        return await asyncio.to_thread(self.provider.exit_status, container_id)
+
+    async def log_tail(self, container_id: str) -> str:
+        return await asyncio.to_thread(self.provider.log_tail, container_id)
+
+    async def release(self, container_id: str) -> list[str]:
+        return await asyncio.to_thread(self.provider.release, container_id)
+
+    async def close(self, handle: Any) -> None:
+        pass
+
+
+def _local_blob_store(env: dict[str, str]) -> tuple[str, ...]:
+    """The blob store's folder when it is one (a container on this host shares it), else ()."""
+    store = env.get("APOTHIC_BLOB_STORE", "")
+    return (store,) if store and not store.startswith("s3://") else ()
+
+
+def _wants_gpu(spec: FunctionSpec) -> bool:
+    p = spec.placement or {}
+    return bool(p.get("gpu") or p.get("gpu_count") or p.get("min_vram_gb"))
+
+
+@dataclasses.dataclass
+class VastHandle:
+    instance_id: int
+    client: VastClient
+
+
+class VastHost:
+    """Rented machines through the Vast.ai API (``VAST_API_KEY``, ``VAST_URL``)."""
+
+    name = "vast"
+    POLL_S = 2.0
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.settings = settings
+
+    def _client(self) -> VastClient:
+        return VastClient()
+
+    def usable_for(self, spec: FunctionSpec) -> str | None:
+        return None
+
+    async def start(
+        self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
+        progress: Progress, tick: Tick, candidates: list[Offer] | None = None,
+    ) -> Started:
+        ref = await _build_image(spec, self.settings.vast_registry, True, progress, tick)
+        image = ref.pinned_ref or ref.pushed_ref or ref.ref
+        env = {**env, "APOTHIC_CONTAINER_ID": container_id, "PYTHONUNBUFFERED": "1"}
+        if _local_blob_store(env):
+            await _emit(progress, "container", {
+                "warning": f"the blob store is a folder of this host ({env['APOTHIC_BLOB_STORE']}): a rented "
+                "machine cannot read large arguments or write large results there. Fix: set blobs.store "
+                "(APOTHIC_BLOB_STORE) to an s3:// bucket both can reach."})
+        offers = candidates or ([offer] if offer is not None else [])
+
+        async def on_event(kind: str, data: dict[str, Any]) -> None:
+            tick()
+            await _emit(progress, "provisioning", {"step": kind, **data})
+
+        client = self._client()
+        try:
+            instance_id, chosen = await provision(
+                client, offers, image=image, env=env, onstart=f"exec {ref.python} -m apothic.runtime",
+                disk_gb=max(float(spec.disk_gb or 10), 10.0), label=container_id,
+                ready_timeout_s=self.settings.vast_ready_timeout_s, on_event=on_event,
+                max_offers=self.settings.vast_max_offers,
+            )
+        except VastError as e:
+            await client.aclose()
+            raise StartFailed(f"no Vast.ai offer could be rented: {e}") from None
+        except BaseException:
+            await client.aclose()
+            raise
+        where = {"instance_id": instance_id, "offer_id": chosen.offer_id, "gpu_name": chosen.gpu_name,
+                 "num_gpus": chosen.num_gpus, "dph_total": chosen.dph_total, "geolocation": chosen.geolocation,
+                 "image": image}
+        return Started(instance_id, VastHandle(instance_id, client), where)
+
+    async def adopt(self, container_id: str, token: int) -> Any:
+        client = self._client()
+        try:
+            row = await client.show(token)
+        except (InstanceNotFound, VastError):
+            await client.aclose()
+            return None
+        if row.get("label") != container_id or row.get("actual_status") != "running":
+            await client.aclose()
+            return None
+        return VastHandle(token, client)
+
+    async def wait(self, handle: VastHandle, timeout: float) -> int | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                row = await handle.client.show(handle.instance_id)
+                status = row.get("actual_status")
+            except InstanceNotFound:
+                status = "destroyed"
+            except VastError:
+                status = "running"  # a failed read says nothing; look again
+            if status == "exited":
+                return await self._exit_code(handle.client, handle.instance_id)
+            if status not in ("running", "loading", "created"):
+                return EXIT_UNKNOWN  # offline, stopped or destroyed: the machine is lost
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            await asyncio.sleep(min(self.POLL_S, remaining))
+
+    async def _exit_code(self, client: VastClient, instance_id: int) -> int:
+        try:
+            text = await client.logs(instance_id, tail=50)
+        except VastError:
+            return EXIT_UNKNOWN
+        found = _EXIT_LINE.findall(text)
+        return int(found[-1]) if found else EXIT_UNKNOWN
+
+    async def stop(self, handle: VastHandle, grace_s: float, tick: Tick) -> int:
+        """Stop the instance (its runtime drains on SIGTERM); release destroys it."""
+        try:
+            await handle.client.set_state(handle.instance_id, "stopped")
+        except VastError:
+            pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        code: int | None = None
+        while code is None and loop.time() < deadline:
+            code = await self.wait(handle, min(2.0, max(0.0, deadline - loop.time())))
+            tick()
+        return EXIT_UNKNOWN if code is None else code
+
+    async def close(self, handle: VastHandle) -> None:
+        await handle.client.aclose()
+
+    async def exit_status(self, container_id: str) -> int:
+        return EXIT_UNKNOWN
+
+    async def log_tail(self, container_id: str) -> str:
+        async with self._client() as client:
+            try:
+                rows = await client.list_instances(label=container_id)
+                if rows:
+                    return (await client.logs(int(rows[0]["id"]), tail=80))[-4000:]
+            except VastError as e:
+                return f"(no log: {e})"
+        return ""
+
+    async def release(self, container_id: str) -> list[str]:
+        async with self._client() as client:
+            gone = []
+            for row in await client.list_instances(label=container_id):
+                await client.destroy(int(row["id"]))
+                gone.append(str(row["id"]))
+            return gone
+
+
+Host = ProcessHost | DockerHost | VastHost
