@@ -28,6 +28,7 @@ from apothic._contracts import (
     Deployment,
     JobEventIn,
     EnsureFleetRequest,
+    FleetStatus,
     FleetInput,
     ReleaseInput,
     ResolveRequest,
@@ -38,10 +39,14 @@ from apothic._contracts import (
 from apothic.placement import Offer, choose, placement_query
 from apothic.placement.providers.offers import explain_no_match, gather_offers
 
-from ._hosts import DockerHost, Host, ProcessHost, Progress, Started, StartFailed, VastHost
+from ._hosts import DockerHost, Host, ProcessHost, Progress, Started, StartFailed, VastHost, heartbeating
 from ._schedules import ScheduleActivities
 
 HEARTBEAT_EVERY_S = 2.0
+# Container start steps are told to at most this many waiting jobs (the first to wait), with
+# the fleet's list of them read again at most this often.
+MAX_EVENT_WAITERS = 50
+WAITERS_REFRESH_S = 5.0
 # How long a draining container may take to finish its in-flight inputs, beyond the function's
 # own timeout_s (the activity heartbeats meanwhile).
 DRAIN_GRACE_S = 30.0
@@ -122,53 +127,62 @@ class ControlActivities:
         another.
         """
         dep = inp.deployment
-        details = activity.info().heartbeat_details
         started: Started | None = None
         host: Host | None = None
+        fresh = False
+        details = activity.info().heartbeat_details
         if details:
             token, name = int(details[0]), (str(details[1]) if len(details) > 1 else "process")
-            host = self._host(name)
-            handle = await host.adopt(inp.container_id, token) if token else None
-            if handle is None:  # it ended while no worker watched it (or never started)
-                if token:
-                    return await self._ended(inp, host, await host.exit_status(inp.container_id))
-            else:
-                started = Started(token, handle)
-                activity.logger.info("adopted container %s on %s (%s)", inp.container_id, name, token)
+            if name:  # a previous attempt had placed it (token 0: perhaps not started yet)
+                host = self._host(name)
+                handle = await heartbeating(
+                    host.adopt(inp.container_id, token), lambda: activity.heartbeat(token, name)
+                )
+                if handle is not None:
+                    started = Started(host.token(handle), handle)
+                    activity.logger.info("adopted container %s on %s (%s)", inp.container_id, name, started.token)
+                elif token:  # it ended while no worker watched it
+                    code = await heartbeating(
+                        host.exit_status(inp.container_id), lambda: activity.heartbeat(token, name)
+                    )
+                    return await self._ended(inp, host, code)
         progress = self._progress(inp)
         if started is None:
-            host, offer, candidates = await self._place(dep, progress)
-            activity.heartbeat(0, host.name)
+            host, offer, candidates = await heartbeating(self._place(dep, progress), lambda: activity.heartbeat(0, ""))
+            placed = host
+            tick = lambda: activity.heartbeat(0, placed.name)  # noqa: E731
+            tick()
             env = self._container_env(inp)
-            tick = lambda: activity.heartbeat(0, host.name)  # noqa: E731
             try:
                 if isinstance(host, VastHost):
                     started = await host.start(inp.container_id, env, dep.spec, offer, progress, tick, candidates)
                 else:
                     started = await host.start(inp.container_id, env, dep.spec, offer, progress, tick)
             except StartFailed as e:
-                raise ApplicationError(
-                    str(e), type="ContainerStartFailed", non_retryable=not e.retryable
-                ) from None
-            await progress("container", {"status": "started", "provider": host.name, **started.where})
+                # A retryable failure (the engine did not answer) is retried by the activity's
+                # policy; the others end this container (the fleet decides what next).
+                kind = "ContainerStartUnavailable" if e.retryable else "ContainerStartFailed"
+                raise ApplicationError(str(e), type=kind, non_retryable=not e.retryable) from None
+            fresh = True
         assert host is not None and started is not None
-        activity.heartbeat(started.token, host.name)
+        running, handle = host, started.handle
+        beat = lambda: activity.heartbeat(started.token, running.name)  # noqa: E731
+        beat()
         try:
+            if fresh:
+                await progress("container", {"status": "started", "provider": running.name, **started.where})
             while True:
-                code = await host.wait(started.handle, HEARTBEAT_EVERY_S)
+                code = await heartbeating(running.wait(handle, HEARTBEAT_EVERY_S), beat)
                 if code is not None:
-                    return await self._ended(inp, host, code, started.where)
-                activity.heartbeat(started.token, host.name)
+                    return await heartbeating(self._ended(inp, running, code, started.where), beat)
+                beat()
         except asyncio.CancelledError:
             if activity.is_worker_shutdown():
                 raise  # leave the container running: the next attempt adopts it
-            await host.stop(
-                started.handle, dep.spec.timeout_s + DRAIN_GRACE_S,
-                tick=lambda: activity.heartbeat(started.token, host.name),
-            )
+            await heartbeating(running.stop(handle, dep.spec.timeout_s + DRAIN_GRACE_S, tick=beat), beat)
             raise
         finally:
-            await host.close(started.handle)
+            await running.close(handle)
 
     def _host(self, name: str) -> Host:
         if name not in self.hosts:
@@ -219,16 +233,37 @@ class ControlActivities:
         return self._host(best.provider), best, candidates
 
     def _progress(self, inp: RunContainerInput) -> Progress:
-        """Tell the fleet (which tells its waiting jobs) each step of this container's start."""
-        fleet = activity.client().get_workflow_handle(inp.deployment.fleet_id)
+        """Tell the jobs waiting on this container's fleet each step of its start.
+
+        The waiting jobs come from the fleet's ``status`` query (read again at most every
+        ``WAITERS_REFRESH_S``); at most ``MAX_EVENT_WAITERS`` of them are told, by signals sent
+        from here, so that neither the fleet's history nor its workflow tasks grow with them.
+        """
+        client = activity.client()
+        fleet = client.get_workflow_handle(inp.deployment.fleet_id)
+        cache: dict[str, Any] = {"at": -1e9, "jobs": []}
+
+        async def waiting() -> list[str]:
+            now = asyncio.get_running_loop().time()
+            if now - cache["at"] >= WAITERS_REFRESH_S:
+                cache["at"] = now
+                try:
+                    status = await fleet.query("status", result_type=FleetStatus)
+                    cache["jobs"] = list(status.outstanding)[:MAX_EVENT_WAITERS]
+                except Exception:  # noqa: BLE001 - events are best effort; the container starts anyway
+                    cache["jobs"] = []
+            return cache["jobs"]
+
+        async def tell(job_id: str, ev: JobEventIn) -> None:
+            try:
+                await client.get_workflow_handle(job_id).signal(CONTAINER_EVENT_SIGNAL, ev)
+            except RPCError:
+                pass  # that job has ended meanwhile
 
         async def emit(event: str, data: dict[str, Any]) -> None:
             activity.logger.info("container %s: %s %s", inp.container_id, event, data)
-            at = datetime.now(timezone.utc).isoformat()
-            try:
-                await fleet.signal(CONTAINER_EVENT_SIGNAL, JobEventIn(event, data, at, inp.container_id))
-            except RPCError:
-                pass  # the fleet has ended: nobody waits for this container
+            ev = JobEventIn(event, data, datetime.now(timezone.utc).isoformat(), inp.container_id)
+            await asyncio.gather(*(tell(job_id, ev) for job_id in await waiting()))
 
         return emit
 
@@ -275,9 +310,11 @@ class ControlActivities:
             try:
                 gone = await self._host(name).release(inp.container_id)
             except Exception as e:  # noqa: BLE001 - one provider's failure must not hide another's leftovers
-                if name in self.providers.auto and name == "docker":
-                    continue  # an auto-enabled engine that does not answer holds nothing of ours
-                errors.append(f"{name}: {type(e).__name__}: {e}")
+                if inp.provider and name != inp.provider:
+                    # Placed elsewhere: this one is only checked in case; say it, do not fail.
+                    activity.logger.warning("could not check %s for leftovers of %s: %s", name, inp.container_id, e)
+                elif not (name == "docker" and name in self.providers.auto):
+                    errors.append(f"{name}: {type(e).__name__}: {e}")
                 continue
             if gone:
                 activity.logger.warning("released leftovers of %s on %s: %s", inp.container_id, name, gone)

@@ -25,7 +25,7 @@ from typing import Any
 from apothic._config import ProviderSettings, apothic_home
 from apothic._contracts import FunctionSpec
 from apothic._image import Image
-from apothic.placement import Offer
+from apothic.placement import Offer, placement_query
 from apothic.placement.providers import (
     DockerProvider,
     ImageRef,
@@ -56,6 +56,22 @@ class StartFailed(Exception):
     def __init__(self, message: str, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+async def heartbeating(aw: Awaitable[Any], tick: Tick, every_s: float = 2.0) -> Any:
+    """Await ``aw`` while calling ``tick`` every ``every_s`` seconds (a slow API, a long poll):
+    the caller's activity keeps heartbeating whatever it waits for."""
+    task = asyncio.ensure_future(aw)
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=every_s)
+            if not task.done():
+                tick()
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _building(image: Image, build: Callable[[Callable[[str], None]], Awaitable[Any]], progress: Progress,
@@ -179,6 +195,9 @@ class ProcessHost:
     async def adopt(self, container_id: str, token: int) -> Any:
         return self.provider.adopt(container_id, token)
 
+    def token(self, handle: Any) -> int:
+        return int(handle.pid)
+
     async def wait(self, handle: Any, timeout: float) -> int | None:
         return await self.provider.wait(handle, timeout)
 
@@ -213,7 +232,7 @@ class DockerHost:
         progress: Progress, tick: Tick,
     ) -> Started:
         ref = await _build_image(spec, self.settings.docker_registry, False, progress, tick)
-        gpus = offer.num_gpus if offer is not None and spec.placement and _wants_gpu(spec) else 0
+        gpus = _gpus_for(spec, offer)
         try:
             handle = await self.provider.start(
                 container_id, env, image_ref=ref, cpu=spec.cpu, memory_mb=spec.memory_mb,
@@ -230,6 +249,9 @@ class DockerHost:
 
     async def adopt(self, container_id: str, token: int) -> Any:
         return await asyncio.to_thread(self.provider.adopt, container_id)
+
+    def token(self, handle: Any) -> int:
+        return int(handle.pid or 1)  # found by its label, whatever the token
 
     async def wait(self, handle: Any, timeout: float) -> int | None:
         return await self.provider.wait(handle, timeout)
@@ -256,9 +278,13 @@ def _local_blob_store(env: dict[str, str]) -> tuple[str, ...]:
     return (store,) if store and not store.startswith("s3://") else ()
 
 
-def _wants_gpu(spec: FunctionSpec) -> bool:
-    p = spec.placement or {}
-    return bool(p.get("gpu") or p.get("gpu_count") or p.get("min_vram_gb"))
+def _gpus_for(spec: FunctionSpec, offer: Offer | None) -> int:
+    """GPUs to pass into a container: its ``gpu_count`` (else 1) when its filters need a GPU."""
+    if offer is None or not offer.num_gpus or not spec.placement:
+        return 0
+    if not placement_query(spec.placement).wants_gpu:
+        return 0
+    return min(int(spec.placement.get("gpu_count") or 1), offer.num_gpus)
 
 
 @dataclasses.dataclass
@@ -302,12 +328,12 @@ class VastHost:
 
         client = self._client()
         try:
-            instance_id, chosen = await provision(
+            instance_id, chosen = await heartbeating(provision(
                 client, offers, image=image, env=env, onstart=f"exec {ref.python} -m apothic.runtime",
                 disk_gb=max(float(spec.disk_gb or 10), 10.0), label=container_id,
                 ready_timeout_s=self.settings.vast_ready_timeout_s, on_event=on_event,
                 max_offers=self.settings.vast_max_offers,
-            )
+            ), tick)
         except VastError as e:
             await client.aclose()
             raise StartFailed(f"no Vast.ai offer could be rented: {e}") from None
@@ -320,16 +346,29 @@ class VastHost:
         return Started(instance_id, VastHandle(instance_id, client), where)
 
     async def adopt(self, container_id: str, token: int) -> Any:
+        """The instance carrying this container's label (``token``: its id; 0: look it up),
+        whatever its state (``wait`` reads how it ended). None when it is gone; an API error
+        propagates (the activity is retried, nothing is released on a guess)."""
         client = self._client()
         try:
-            row = await client.show(token)
-        except (InstanceNotFound, VastError):
+            if token:
+                try:
+                    row = await client.show(token)
+                except InstanceNotFound:
+                    row = None
+                rows = [row] if row is not None and row.get("label") == container_id else []
+            else:
+                rows = await client.list_instances(label=container_id)
+        except BaseException:
+            await client.aclose()
+            raise
+        if not rows:
             await client.aclose()
             return None
-        if row.get("label") != container_id or row.get("actual_status") != "running":
-            await client.aclose()
-            return None
-        return VastHandle(token, client)
+        return VastHandle(int(rows[0]["id"]), client)
+
+    def token(self, handle: VastHandle) -> int:
+        return handle.instance_id
 
     async def wait(self, handle: VastHandle, timeout: float) -> int | None:
         loop = asyncio.get_running_loop()

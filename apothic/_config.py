@@ -78,6 +78,8 @@ class WorkerSettings:
 
 
 PROVIDERS = ("process", "docker", "vast")
+# What a provider left out of temporal-dev.yaml's `providers` section is set to.
+PROVIDER_DEFAULTS: dict[str, Any] = {"process": True, "docker": "auto", "vast": "auto"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +89,8 @@ class ProviderSettings:
     Attributes:
         enabled: provider names in order of preference among equally priced offers. ``docker``
             set to ``auto`` is listed and used when its engine answers; ``vast`` set to ``auto``
-            is listed when ``VAST_API_KEY`` is set. ``APOTHIC_PROVIDERS`` (``"docker,process"``)
+            is listed when ``VAST_API_KEY`` is set. A provider the section leaves out keeps its
+            default (``process`` on, ``docker`` and ``vast`` auto), after the listed ones. ``APOTHIC_PROVIDERS`` (``"docker,process"``)
             replaces the list.
         docker_registry: ``host:port`` the docker provider pushes derived images to, or None.
         vast_registry: ``host:port`` rented machines pull images from; None runs the local
@@ -117,8 +120,15 @@ class ProviderSettings:
             )
         enabled: list[str] = []
         auto: list[str] = []
-        for name, section in raw.items():
-            flag = (section or {}).get("enabled", True) if isinstance(section, dict) else section
+        # Providers the section leaves out keep their defaults, after the ones it lists.
+        sections = {**raw, **{name: None for name in PROVIDER_DEFAULTS if name not in raw}}
+        for name, section in sections.items():
+            if section is None:
+                flag = PROVIDER_DEFAULTS[name]
+            elif isinstance(section, dict):
+                flag = section.get("enabled", PROVIDER_DEFAULTS[name])
+            else:
+                flag = section
             if isinstance(flag, str) and flag.lower() == "auto":
                 if name != "vast" or env.get("VAST_API_KEY"):
                     enabled.append(name)

@@ -319,6 +319,9 @@ class ExecuteOutput:
     value: CloudPickled
     logs: str = ""
     container_id: str = ""
+    # The attempt's events not yet sent by signal (a quick input sends none): added to the
+    # job's event log before its terminal event.
+    events: JobEventsIn | None = None
 
 
 @dataclasses.dataclass(frozen=True)

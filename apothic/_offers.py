@@ -64,7 +64,8 @@ def _filters(specs: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _from_function(target: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _from_function(target: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """The function's placement options, its sizing, and whether its image needs a container."""
     from ._cli import apps_in, load_app_file
     from ._validation import placement_options
 
@@ -75,7 +76,8 @@ def _from_function(target: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if fn_name not in functions:
         raise InvalidError(f"{path}: name one of its functions, `{path}::NAME` (it has {sorted(functions)}).")
     o = functions[fn_name].options
-    return placement_options(o), {"cpu": o.cpu, "memory_mb": o.memory_mb, "disk_gb": o.disk_gb}
+    sizing = {"cpu": o.cpu, "memory_mb": o.memory_mb, "disk_gb": o.disk_gb}
+    return placement_options(o), sizing, o.image is not None and o.image.needs_container()
 
 
 def _row(rank: int, o: Any) -> dict[str, Any]:
@@ -95,30 +97,41 @@ def cmd_offers(args: argparse.Namespace) -> int:
 
     options: dict[str, Any] = {}
     sizing: dict[str, Any] = {"cpu": 1, "memory_mb": 1024, "disk_gb": None}
+    needs_container = False
     if args.target:
-        options, sizing = _from_function(args.target)
+        options, sizing, needs_container = _from_function(args.target)
     flags = {"gpu": args.gpu, "geolocation": args.geolocation, "secure_cloud_only": args.secure_cloud_only}
     flags.update({name: getattr(args, name) for name, _ in _FLAGS})
     options.update({k: v for k, v in flags.items() if v is not None})
     if args.filter:
-        options["offer_filters"] = {**(options.get("offer_filters") or {}), **_filters(args.filter)}
+        merged = {field: dict(ops) for field, ops in (options.get("offer_filters") or {}).items()}
+        for field, ops in _filters(args.filter).items():
+            merged.setdefault(field, {}).update(ops)
+        options["offer_filters"] = merged
     sizing.update({k: getattr(args, k) for k in ("cpu", "memory_mb", "disk_gb") if getattr(args, k) is not None})
     try:
         query = placement_query(options, **sizing)
     except FilterError as e:
         raise InvalidError(str(e)) from None
     providers = list(args.provider or load_settings().provider_settings().enabled)
-    offers, skipped = run_blocking(gather_offers(providers, query, disk_path=apothic_home()))
+    skipped: dict[str, str] = {}
+    if needs_container and "process" in providers:
+        skipped["process"] = "the function's image needs a container"
+    usable = [p for p in providers if p not in skipped]
+    offers, down = run_blocking(gather_offers(usable, query, disk_path=apothic_home()))
+    skipped.update(down)
     ranked = choose(query, offers, providers)
     rows = [_row(i, o) for i, o in enumerate(ranked[: max(0, args.limit)], 1)]
+    why_not = ""
+    if not ranked:
+        why_not = str(run_blocking(explain_no_match([p for p in usable if p not in skipped], query, offers)))
     if args.json:
         print(json.dumps({"query": str(query), "providers": providers, "skipped": skipped,
-                          "matched": len(ranked), "offers": rows}, indent=2))
-        return 0
+                          "matched": len(ranked), "offers": rows, "no_match": why_not}, indent=2))
+        return 0 if ranked else 1
     for name, why in skipped.items():
         print(f"({name}: no offers: {why})", file=sys.stderr)
     if not ranked:
-        why_not = run_blocking(explain_no_match([p for p in providers if p not in skipped], query, offers))
         print(f"no offer matches ({query}): {why_not}")
         return 1
     head = f"{'#':>3}  {'provider':8}  {'offer':>14}  {'gpu':22}  {'vram':>6}  {'$/hour':>8}  {'reliab.':>7}  location"

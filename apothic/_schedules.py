@@ -150,15 +150,21 @@ async def sync_app_schedules(client: Client, req: SyncSchedulesRequest, task_que
         await client.get_schedule_handle(sid).update(keep_state)
         updated.append(sid)
     stale = set(await _app_schedule_ids(client, req.app)) | {schedule_id(req.app, n) for n in req.known}
+    deleted = await _delete_schedules(client, sorted(stale - set(wanted)))
+    return SyncSchedulesResult(created=created, updated=updated, deleted=deleted)
+
+
+async def _delete_schedules(client: Any, ids: list[str]) -> list[str]:
+    """Delete these schedules; the ids actually deleted (one already gone is not an error)."""
     deleted: list[str] = []
-    for sid in sorted(stale - set(wanted)):
+    for sid in ids:
         try:
             await client.get_schedule_handle(sid).delete()
             deleted.append(sid)
         except RPCError as e:
             if not _not_found(e):
                 raise
-    return SyncSchedulesResult(created=created, updated=updated, deleted=deleted)
+    return deleted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,15 +335,7 @@ class Schedules:
         """
         client = await self._client()
         ids = [schedule_id(app, function)] if function else await _app_schedule_ids(client, app)
-        deleted = []
-        for sid in ids:
-            try:
-                await client.get_schedule_handle(sid).delete()
-                deleted.append(sid)
-            except RPCError as e:
-                if not _not_found(e):
-                    raise
-        return deleted
+        return await _delete_schedules(client, ids)
 
 
 def _overlap(name: str) -> ScheduleOverlapPolicy:

@@ -55,6 +55,7 @@ class ContainerWorkflow:
     async def run(self, inp: ContainerInput) -> RunContainerOutput:
         dep = inp.deployment
         ok, reason, exit_code = True, "drained", 0
+        provider = dep.spec.provider  # "" until the run says where it was placed
         run = workflow.start_activity(
             RUN_CONTAINER_ACTIVITY,
             RunContainerInput(
@@ -83,6 +84,7 @@ class ContainerWorkflow:
             try:
                 out = await run
                 exit_code, reason = out.exit_code, out.reason or "exited"
+                provider = out.provider or provider
                 ok = out.exit_code in (EXIT_OK, EXIT_REPLACE)
             except ActivityError as e:
                 if self.drain_requested and isinstance(e.cause, CancelledError):
@@ -102,19 +104,29 @@ class ContainerWorkflow:
                 except (ActivityError, asyncio.CancelledError, CancelledError):
                     pass
         self.state = "releasing"
-        await workflow.execute_activity(
-            RELEASE_CONTAINER_ACTIVITY,
-            ReleaseInput(container_id=inp.container_id, provider=dep.spec.provider),
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
-        )
-        self.state = "released"
+        release_error = ""
+        try:
+            await workflow.execute_activity(
+                RELEASE_CONTAINER_ACTIVITY,
+                ReleaseInput(container_id=inp.container_id, provider=provider),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+            )
+            self.state = "released"
+        except ActivityError as e:
+            # Tell the fleet anyway (it must not wait for a container that is gone), then end
+            # failed so that the Temporal UI shows what may be left behind.
+            cause = e.cause
+            release_error = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+            ok, reason, self.state = False, f"{reason}; release failed: {release_error}", "release_failed"
         try:
             await workflow.get_external_workflow_handle(inp.fleet_id).signal(
                 "container_stopped", ContainerStopped(container_id=inp.container_id, ok=ok, reason=reason)
             )
         except Exception:
             pass  # the fleet has ended; nobody is waiting for this container
+        if release_error:
+            raise ApplicationError(f"container {inp.container_id} was not released: {release_error}")
         if cancelled:
             raise CancelledError("container workflow cancelled")
         return RunContainerOutput(container_id=inp.container_id, exit_code=exit_code, reason=reason)

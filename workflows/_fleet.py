@@ -11,7 +11,6 @@ from temporalio.common import RetryPolicy
 
 from apothic._contracts import (
     CLOSED_JOBS_ACTIVITY,
-    CONTAINER_EVENT_SIGNAL,
     CONTAINER_WORKFLOW,
     FLEET_WORKFLOW,
     ClosedJobsRequest,
@@ -22,7 +21,6 @@ from apothic._contracts import (
     Demand,
     FleetInput,
     FleetStatus,
-    JobEventIn,
     container_workflow_id,
 )
 
@@ -77,16 +75,6 @@ class FleetWorkflow:
             self.failures += 1
             self.last_error = s.reason
         self.changed = True
-
-    @workflow.signal(name=CONTAINER_EVENT_SIGNAL)
-    async def container_event(self, e: JobEventIn) -> None:
-        """A container's start step (placement, image, provisioning, started): tell the jobs
-        that wait for capacity, so that their events show where and how they will run."""
-        for job_id in list(self.outstanding):
-            try:
-                await workflow.get_external_workflow_handle(job_id).signal(CONTAINER_EVENT_SIGNAL, e)
-            except Exception:
-                pass  # that job has ended meanwhile
 
     @workflow.signal
     def retire(self) -> None:

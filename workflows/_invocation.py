@@ -103,6 +103,8 @@ class InvocationWorkflow:
             raise
         self.status = "completed"
         self.container_id = out.container_id
+        if out.events is not None:
+            self.events.add_runtime_batch(out.events, self.runner.attempt)
         self.events.emit(
             "completed",
             {"attempt": self.runner.attempt, "container_id": out.container_id, "outputs": self.events.outputs},

@@ -1,11 +1,14 @@
 """Events of one running input, sent from its container to its job's workflow.
 
 One ``EventPublisher`` per attempt sends, in order, with the signal ``runtime_events``
-(``JobEventsIn``, numbered batches so that a resent batch is added once): ``started`` at
-once, ``log`` lines of the captured output every ``LOG_EVERY_S`` (0.5 s), and each
-``output`` (a value a generator function yielded) as soon as it is yielded, after the lines
-printed before it. Everything is flushed before the activity returns, so a job's events
-precede its terminal event.
+(``JobEventsIn``, numbered batches so that a resent batch is added once): ``started`` and the
+first ``log`` lines after ``FIRST_SEND_S`` (0.25 s), then log lines every ``LOG_EVERY_S``
+(0.5 s), and each ``output`` (a value a generator function yielded) as soon as it is yielded,
+after the lines printed before it. An input that succeeds hands what is still unsent to its
+activity's result (:meth:`EventPublisher.finish`): a call that ends within 0.25 s sends no
+signal at all, which keeps a warm call at one workflow task per step. A failed or cancelled
+input flushes by signal before the activity ends. Either way a job's events precede its
+terminal event.
 
 Limits per attempt (beyond them, logs stop streaming with a ``truncated`` mark; outputs fail
 the generator with ``apothic.InvalidResult``): ``MAX_LOG_BYTES`` of log lines, lines cut at
@@ -28,6 +31,8 @@ from .._contracts import RUNTIME_EVENTS_SIGNAL, JobEventIn, JobEventsIn
 from .._serialization import CloudPickled
 
 LOG_EVERY_S = 0.5
+# The first batch waits this long: an input done sooner returns its events with its result.
+FIRST_SEND_S = 0.25
 # After this many log batches an attempt sends logs less often (bounds the job's history).
 SLOW_LOGS_AFTER = 240
 SLOW_LOG_EVERY_S = 5.0
@@ -90,8 +95,8 @@ class EventPublisher:
         self._unsent: JobEventsIn | None = None
         self._batch = 0
         self._wake = asyncio.Event()
-        self._wake.set()
         self._closing = False
+        self._detaching = False  # finish(): stop after the batch in flight, keep the rest
         self._gone = False  # the workflow has ended: nothing more to send
         self._tail = LogTail()
         self._log_bytes = 0
@@ -165,14 +170,46 @@ class EventPublisher:
         except (TimeoutError, Exception):  # noqa: BLE001 - events are best effort at the end
             task.cancel()
 
+    async def finish(self) -> JobEventsIn | None:
+        """The input succeeded: the events not sent yet, as the next batch, to travel in the
+        activity's result (None: nothing left). A batch already in flight is sent first, so
+        the order holds; what would not fit one batch is sent by signal instead (``close``)."""
+        self._detaching = True
+        self._wake.set()
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), FLUSH_TIMEOUT_S)
+            except (TimeoutError, Exception):  # noqa: BLE001 - events are best effort at the end
+                task.cancel()
+        if self._gone:
+            return None
+        self._collect_logs(final=True)
+        if self._unsent is not None or sum(_event_size(e) for e in self._pending) > MAX_BATCH_BYTES:
+            self._detaching = False
+            self._task = asyncio.create_task(self._run())
+            await self.close()
+            return None
+        if not self._pending:
+            return None
+        self._batch += 1
+        events, self._pending = self._pending, []
+        return JobEventsIn(attempt=self._attempt, batch=self._batch, events=events, container_id=self._container_id)
+
     async def _run(self) -> None:
+        first = self._batch == 0
         while not self._gone:
-            interval = LOG_EVERY_S if self._log_batches < SLOW_LOGS_AFTER else SLOW_LOG_EVERY_S
+            if first:
+                interval, first = FIRST_SEND_S, False
+            else:
+                interval = LOG_EVERY_S if self._log_batches < SLOW_LOGS_AFTER else SLOW_LOG_EVERY_S
             try:
                 await asyncio.wait_for(self._wake.wait(), interval)
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._detaching and self._unsent is None:
+                return
             closing = self._closing
             self._collect_logs(final=closing)
             await self._send_all(closing)
@@ -182,6 +219,8 @@ class EventPublisher:
     async def _send_all(self, closing: bool) -> None:
         while (self._unsent is not None or self._pending) and not self._gone:
             if self._unsent is None:
+                if self._detaching:
+                    return  # finish() takes the rest
                 self._batch += 1
                 self._unsent = JobEventsIn(
                     attempt=self._attempt, batch=self._batch, events=self._take(), container_id=self._container_id

@@ -258,10 +258,16 @@ class Runtime:
             publisher.start()
         fut = asyncio.wrap_future(self.executor.submit(item))
         try:
-            return await self._supervise(inp, item, fut)
-        finally:
+            out = await self._supervise(inp, item, fut)
+        except BaseException:
             if publisher is not None:
                 await publisher.close()  # the job's events arrive before its activity's outcome
+            raise
+        if publisher is not None:
+            rest = await publisher.finish()  # the last events travel with the result
+            if rest is not None:
+                out = dataclasses.replace(out, events=rest)
+        return out
 
     async def _supervise(self, inp: ExecuteInput, item: WorkItem, fut: asyncio.Future) -> ExecuteOutput:
         deadline = time.monotonic() + inp.timeout_s

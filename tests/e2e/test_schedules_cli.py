@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT, wait_until
+from ..conftest import wait_until
+from .cli import apothic
 
 pytestmark = pytest.mark.usefixtures("control_worker")
-
-
-def apothic(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "apothic", *args], capture_output=True, text=True, env=dict(os.environ),
-        cwd=str(ROOT), timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"apothic {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.mark.parametrize("cmd", [["schedules"], ["schedules", "list"], ["schedules", "pause"], ["schedules", "resume"],

@@ -114,7 +114,6 @@ def test_failure_and_cancel_leave_nothing_rented(app_name: str, vast_sim) -> Non
     assert placed and placed[0]["provider"] == "vast" and placed[0]["gpu_name"] == "RTX 3060"
     with pytest.raises(ValueError, match="negative: -1"):
         work.remote(-1, timeout_s=900)
-    assert len(rented(vast_sim)) == 1
     job = work.spawn(60)
     wait_until(lambda: job.status().value == "running", timeout=120, what="the job to run")
     job.cancel()

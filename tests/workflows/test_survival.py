@@ -148,3 +148,42 @@ def test_a_long_heartbeating_job_carries_on_across_a_worker_restart(
     assert job.wait(timeout_s=180) == 40
     assert runs(ran) == ["start"]
     assert "second 40" in job.logs()
+
+
+def test_a_rented_machine_is_adopted_not_rented_again_after_the_worker_is_killed(
+    tmp_path: Path, app_name: str, vast_sim
+) -> None:
+    c = Cluster.__new__(Cluster)
+    c.tmp, c.port = tmp_path, free_port()
+    c.address, c.db = f"127.0.0.1:{c.port}", tmp_path / "temporal.db"
+    c.env = dict(os.environ, APOTHIC_TEMPORAL_ADDRESS=c.address, APOTHIC_HOME=str(tmp_path),
+                 VAST_URL=vast_sim.url, VAST_API_KEY=vast_sim.api_key, APOTHIC_VAST_REGISTRY="127.0.0.1:5000")
+    c.server = start_dev_server(c.db, c.port)
+    c.worker = c.start_worker()
+    c.client = ControlPlaneClient(c.address)
+    try:
+        app = App(app_name, client=c.client)
+
+        @app.function(gpu="RTX_3060", max_cost_per_hour_usd=1.5, timeout_s=120)
+        def slow() -> str:
+            time.sleep(12)
+            return os.environ.get("VASTSIM_MARKER", "")
+
+        app.deploy()
+        state = vast_sim.state()
+        before = {i["id"] for i in state["instances"] + state["destroyed"]}
+        job = slow.spawn()
+        wait_until(lambda: job.status() is JobStatus.RUNNING, timeout=180, what="the job to run")
+        ours = [i for i in vast_sim.state()["instances"] if i["id"] not in before]
+        assert len(ours) == 1 and not ours[0]["destroyed"]
+        stop(c.worker, sig_kill=True)
+        time.sleep(2)
+        c.worker = c.start_worker()
+        marker = job.wait(timeout_s=300)
+        assert int(marker.rsplit(":", 1)[1]) == ours[0]["id"]  # the input finished where it ran
+        created = [i for i in vast_sim.state()["instances"] + vast_sim.state()["destroyed"] if i["id"] not in before]
+        assert [i["id"] for i in created] == [ours[0]["id"]]  # adopted, not rented twice
+        wait_until(lambda: all(i["destroyed"] for i in vast_sim.state()["instances"] if i["id"] not in before),
+                   timeout=120, what="the adopted instance to be destroyed after its idle window")
+    finally:
+        c.close()
