@@ -31,9 +31,9 @@ def containers_of(app: str) -> list[str]:
 
 def test_an_image_with_shell_steps_runs_in_docker_with_its_limits_and_is_removed(app_name: str) -> None:
     app = App(app_name)
-    image = Image.debian_slim(python_version=PY).run_commands("echo built-by-a-step > /etc/apothic-marker").env(
-        STAGE="docker"
-    )
+    image = Image.debian_slim(python_version=PY).run_commands(
+        "echo built-by-a-step > /etc/apothic-marker", f"echo step-output-of-{app_name}"
+    ).env(STAGE="docker")
 
     @app.function(image=image, cpu=1, memory_mb=300, timeout_s=120)
     def inside(payload: bytes = b"") -> dict:
@@ -61,7 +61,16 @@ def test_an_image_with_shell_steps_runs_in_docker_with_its_limits_and_is_removed
         }
 
     app.deploy()
-    out = inside.remote(timeout_s=600)
+    job = inside.spawn()
+    out = job.wait(timeout_s=600)
+    # The build's output streamed into the job's events, before the function started.
+    events = list(job.watch(snapshot=True))
+    kinds = [e.event for e in events]
+    lines = [line for e in events if e.event == "image" for line in e.data.get("lines", [])]
+    assert any(f"step-output-of-{app_name}" in line for line in lines), events
+    image_events = [e.data.get("status") for e in events if e.event == "image"]
+    assert image_events[0] == "building" and image_events[-1] == "built", image_events
+    assert kinds.index("image") < kinds.index("container") < kinds.index("started")
     assert out["marker"] == "built-by-a-step"
     assert out["stage"] == "docker"
     assert out["dockerenv"] is True
