@@ -39,7 +39,7 @@ import posixpath
 import re
 import stat
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, ClassVar, NoReturn, TypeAlias
@@ -281,30 +281,18 @@ def _ignored(rel: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-def _hash_tree(root: str, ignore: tuple[str, ...]) -> str:
-    """SHA-256 over a sorted manifest of a directory: relative paths, kinds, exec bits, bytes.
+def _walk_tree(root: str, ignore: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+    """``(path, relative path, kind)`` of every entry of a tree that an image takes, top-down
+    (a folder before what it holds): kind ``"dir"``, ``"file"`` (regular) or ``"link"``.
 
-    Symlinked directories are recorded by their target text and not followed; symlinked
-    files are recorded by target text and, when the target is a regular file, its content.
-    Sockets, FIFOs and devices are skipped. Raises OSError on unreadable entries.
+    The one walk behind the tree hash and every copy of a tree (the Docker build context, the
+    virtual-environment image), so that what is copied is what was hashed: ``ignore`` patterns
+    (see :func:`_ignored`) drop entries and whole folders; symlinks, to folders too, are not
+    followed; sockets, FIFOs and devices are skipped. Raises OSError on an unreadable folder.
     """
-    entries: list[bytes] = []
 
     def onerror(err: OSError) -> None:
         raise err
-
-    def add(kind: bytes, rel: str, payload: bytes = b"") -> None:
-        entries.append(kind + b"\0" + os.fsencode(rel) + b"\0" + payload)
-
-    def add_link(full: str, rel: str) -> None:
-        payload = os.fsencode(os.readlink(full))
-        try:
-            st = os.stat(full)
-        except OSError:
-            st = None
-        if st is not None and stat.S_ISREG(st.st_mode):
-            payload += b"\0" + _sha256_file(full).encode()
-        add(b"l", rel, payload)
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
@@ -316,9 +304,9 @@ def _hash_tree(root: str, ignore: tuple[str, ...]) -> str:
                 continue
             full = os.path.join(dirpath, d)
             if os.path.islink(full):
-                add_link(full, rel)
+                yield full, rel, "link"
             else:
-                add(b"d", rel)
+                yield full, rel, "dir"
                 kept.append(d)
         dirnames[:] = kept
         for name in sorted(filenames):
@@ -326,12 +314,40 @@ def _hash_tree(root: str, ignore: tuple[str, ...]) -> str:
             if _ignored(rel, ignore):
                 continue
             full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                add_link(full, rel)
-            elif stat.S_ISREG(st.st_mode):
-                mode = b"x" if st.st_mode & 0o111 else b"-"
-                add(b"f", rel, mode + _sha256_file(full).encode())
+            mode = os.lstat(full).st_mode
+            if stat.S_ISLNK(mode):
+                yield full, rel, "link"
+            elif stat.S_ISREG(mode):
+                yield full, rel, "file"
+
+
+def _hash_tree(root: str, ignore: tuple[str, ...]) -> str:
+    """SHA-256 over a sorted manifest of a directory: relative paths, kinds, exec bits, bytes.
+
+    Symlinked directories are recorded by their target text and not followed; symlinked
+    files are recorded by target text and, when the target is a regular file, its content.
+    Sockets, FIFOs and devices are skipped. Raises OSError on unreadable entries.
+    """
+    entries: list[bytes] = []
+
+    def add(kind: bytes, rel: str, payload: bytes = b"") -> None:
+        entries.append(kind + b"\0" + os.fsencode(rel) + b"\0" + payload)
+
+    for full, rel, kind in _walk_tree(root, ignore):
+        if kind == "dir":
+            add(b"d", rel)
+        elif kind == "link":
+            payload = os.fsencode(os.readlink(full))
+            try:
+                st = os.stat(full)
+            except OSError:
+                st = None
+            if st is not None and stat.S_ISREG(st.st_mode):
+                payload += b"\0" + _sha256_file(full).encode()
+            add(b"l", rel, payload)
+        else:
+            exec_bit = b"x" if os.lstat(full).st_mode & 0o111 else b"-"
+            add(b"f", rel, exec_bit + _sha256_file(full).encode())
     entries.sort()
     digest = hashlib.sha256(b"apothic-tree-v1\n")
     for e in entries:

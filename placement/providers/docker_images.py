@@ -95,7 +95,7 @@ from apothic._image import (
     UvPipInstallStep,
     WorkdirStep,
     _hash_tree,
-    _ignored,
+    _walk_tree,
 )
 from apothic.exceptions import ApothicError
 
@@ -1095,26 +1095,10 @@ def _write_tar(tar_path: Path, entries: list[tuple[str, str]]) -> int:
 
 
 def _dir_entries(local: str, remote: str, ignore: tuple[str, ...]) -> list[tuple[str, str]]:
-    """``(local, remote)`` pairs of a tree as :func:`apothic._image._hash_tree` sees it."""
-    entries = [(local, remote)]
-    for dirpath, dirnames, filenames in os.walk(local, followlinks=False):
-        rel_dir = os.path.relpath(dirpath, local).replace(os.sep, "/")
-        prefix = "" if rel_dir == "." else rel_dir + "/"
-        kept = []
-        for d in sorted(dirnames):
-            rel = prefix + d
-            if _ignored(rel, ignore):
-                continue
-            full = os.path.join(dirpath, d)
-            entries.append((full, f"{remote.rstrip('/')}/{rel}"))
-            if not os.path.islink(full):
-                kept.append(d)
-        dirnames[:] = kept
-        for name in sorted(filenames):
-            rel = prefix + name
-            if not _ignored(rel, ignore):
-                entries.append((os.path.join(dirpath, name), f"{remote.rstrip('/')}/{rel}"))
-    return entries
+    """``(local, remote)`` pairs of a tree, as :func:`apothic._image._walk_tree` (which the
+    image hash also walks) gives it."""
+    base = remote.rstrip("/")
+    return [(local, remote)] + [(full, f"{base}/{rel}") for full, rel, _ in _walk_tree(local, ignore)]
 
 
 def _pip_options(step: PipInstallStep | UvPipInstallStep) -> list[str]:

@@ -63,7 +63,7 @@ from apothic._image import (
     RunCommandsStep,
     UvPipInstallStep,
     WorkdirStep,
-    _ignored,
+    _walk_tree,
 )
 
 from .docker_images import (
@@ -253,32 +253,15 @@ def _copy_file(src: str, dest: Path) -> None:
 
 
 def _copy_tree(src: str, dest: Path, ignore: tuple[str, ...]) -> None:
-    """Copy a tree as :func:`apothic._image._hash_tree` sees it (same ignore rules)."""
+    """Copy a tree as :func:`apothic._image._walk_tree` (which the image hash also walks) gives it."""
     dest.mkdir(parents=True, exist_ok=True)
-    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
-        rel_dir = os.path.relpath(dirpath, src)
-        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        kept = []
-        for d in sorted(dirnames):
-            rel = prefix + d
-            if _ignored(rel, ignore):
-                continue
-            full = os.path.join(dirpath, d)
-            if os.path.islink(full):
-                os.symlink(os.readlink(full), dest / rel)
-            else:
-                (dest / rel).mkdir(exist_ok=True)
-                kept.append(d)
-        dirnames[:] = kept
-        for name in filenames:
-            rel = prefix + name
-            if _ignored(rel, ignore):
-                continue
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                os.symlink(os.readlink(full), dest / rel)
-            else:
-                shutil.copy2(full, dest / rel)
+    for full, rel, kind in _walk_tree(src, ignore):
+        if kind == "dir":
+            (dest / rel).mkdir(exist_ok=True)
+        elif kind == "link":
+            os.symlink(os.readlink(full), dest / rel)
+        else:
+            shutil.copy2(full, dest / rel)
 
 
 def _rebase(fs: Path, remote: str) -> Path:
