@@ -4,21 +4,18 @@ event-type checks and the blocking/async iterator twins."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.service import RPCError, RPCStatusCode
 
 from apothic import InvalidError
-from apothic._contracts import EVENT_TYPES, JobEventsIn
+from apothic._contracts import EVENT_TYPES
 from apothic._loop import AioNamespace, BlockingIterator, synced_iter
 from apothic._watch import check_event_types
-from apothic.runtime._events import MAX_LINE_CHARS, EventPublisher, LogTail, OutputError
+from apothic.runtime._events import MAX_LINE_CHARS, LogTail
 from apothic.runtime._executor import MainThreadExecutor, WorkItem
 
 
@@ -146,68 +143,6 @@ def test_generators_are_drained_in_the_main_thread_and_skip_what_was_delivered(
     assert [v for _, v, _ in seen] == [1]
     with pytest.raises(ValueError, match="mid-way"):
         item.future.result()
-
-
-class FakeHandle:
-    def __init__(self, failures: int = 0) -> None:
-        self.sent: list[JobEventsIn] = []
-        self.failures = failures
-
-    async def signal(self, name: str, batch: JobEventsIn) -> None:
-        assert name == "runtime_events"
-        if self.failures:
-            self.failures -= 1
-            raise RPCError("unavailable", RPCStatusCode.UNAVAILABLE, b"")
-        self.sent.append(batch)
-
-
-@dataclasses.dataclass
-class FakeClient:
-    handle: FakeHandle
-
-    def get_workflow_handle(self, workflow_id: str) -> FakeHandle:
-        return self.handle
-
-
-def test_the_publisher_sends_in_order_resends_and_flushes(tmp_path: Path) -> None:
-    log = tmp_path / "log"
-    log.write_text("")
-    item = WorkItem(print, (), {}, log_path=str(log))
-    handle = FakeHandle(failures=1)
-
-    async def scenario() -> None:
-        pub = EventPublisher(FakeClient(handle), "job-1", 2, "c-1", item)  # type: ignore[arg-type]
-        pub.start()
-        with open(log, "a") as f:
-            f.write("before\n")
-        await asyncio.to_thread(pub.output, 0, {"a": 1})
-        with open(log, "a") as f:
-            f.write("after\nunfinished")
-        await pub.close()
-
-    asyncio.run(scenario())
-    # The first send failed and was resent under the same batch number.
-    assert [b.batch for b in handle.sent] == list(range(1, len(handle.sent) + 1))
-    assert {(b.attempt, b.container_id) for b in handle.sent} == {(2, "c-1")}
-    events = [e for b in handle.sent for e in b.events]
-    assert [e.event for e in events] == ["started", "log", "output", "log"]
-    assert events[1].data["lines"] == ["before"]
-    assert events[2].data["index"] == 0 and events[2].data["value"].load() == {"a": 1}
-    assert events[3].data["lines"] == ["after", "unfinished"]
-
-
-def test_outputs_that_cannot_travel_fail_the_generator(tmp_path: Path) -> None:
-    item = WorkItem(print, (), {}, log_path="")
-
-    async def scenario() -> None:
-        pub = EventPublisher(FakeClient(FakeHandle()), "job-1", 1, "c-1", item)  # type: ignore[arg-type]
-        with pytest.raises(OutputError, match="cannot be pickled"):
-            await asyncio.to_thread(pub.output, 0, (x for x in ()))
-        with pytest.raises(OutputError, match="at most 0.52 MB per item"):
-            await asyncio.to_thread(pub.output, 1, os.urandom(600_000))
-
-    asyncio.run(scenario())
-    assert sys.stdout is not None
 
 
 def test_every_blocking_call_of_the_reference_has_one_aio_twin() -> None:

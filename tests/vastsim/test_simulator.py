@@ -591,12 +591,11 @@ def test_only_loopback_and_known_modes() -> None:
 DOCKER = docker_available()
 
 
-def test_docker_mode_refuses_to_start_without_an_engine(tmp_path: Path) -> None:
-    fake = tmp_path / "docker"
-    fake.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    assert not docker_available(str(fake))
-    refused = Simulator(instance_mode="docker", docker=str(fake))
+def test_docker_mode_refuses_to_start_without_an_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real docker CLI, pointed at an engine that is not there.
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    assert not docker_available()
+    refused = Simulator(instance_mode="docker")
     with pytest.raises(RuntimeError, match="docker"):
         refused.start()
     assert not refused.data_dir.exists()

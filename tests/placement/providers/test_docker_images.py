@@ -1,7 +1,7 @@
 """Building and reusing images for the docker provider, on the real engine and local registry.
 
 Needs ``scripts/docker-services`` (engine, base image, registry on 127.0.0.1:5000). Without
-them these tests fail when ``CI`` is set and are skipped otherwise. The first derived build
+them these tests fail, naming the fix; they are never skipped. The first derived build
 pays for the runtime layer (about 20 s); later builds from the same base reuse it.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 import urllib.request
@@ -19,17 +18,16 @@ from pathlib import Path
 
 import docker.errors
 import pytest
-
-from apothic import Image
 from apothic.placement.providers.docker_images import (
-    BASE_IMAGES,
     DERIVED_REPOSITORY,
     ImageBuildFailed,
     ensure_image,
 )
 
-BASE = BASE_IMAGES["3.11"]
-REGISTRY = os.environ.get("APOTHIC_TEST_REGISTRY", "127.0.0.1:5000")
+from apothic import Image
+
+from .conftest import BASE, REGISTRY, docker_engine, require_registry
+
 # Specs carry this run's id, so that runs sharing an engine build and delete their own images.
 RUN = uuid.uuid4().hex[:10]
 
@@ -39,24 +37,9 @@ def spec(**env: str) -> Image:
     return Image.debian_slim("3.11").env(APOTHIC_TEST_RUN=RUN, **env)
 
 
-def _engine_or_skip():
-    try:
-        import docker
-
-        client = docker.from_env(timeout=120)
-        client.ping()
-        client.images.get(BASE)
-        return client
-    except Exception as e:  # noqa: BLE001
-        message = f"Docker engine or base image {BASE} unavailable ({e}); run scripts/docker-services"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def engine():
-    client = _engine_or_skip()
+    client = docker_engine()
     yield client
     for image in client.images.list(filters={"label": "apothic.spec"}):
         if RUN in image.labels.get("apothic.spec", ""):
@@ -212,18 +195,8 @@ async def test_a_failing_pip_step_is_named_and_leaves_nothing(engine):
     assert build_containers(engine, image) == []
 
 
-def _registry_up() -> None:
-    try:
-        urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=5).close()
-    except OSError as e:
-        message = f"local registry {REGISTRY} unavailable ({e}); run scripts/docker-services"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 async def test_push_to_the_local_registry_and_pull_back(engine, rich_image, rich_build):
-    _registry_up()
+    require_registry()
     ref, _, _ = rich_build
     pushed = await ensure_image(rich_image, registry=REGISTRY)
     assert pushed.pushed_ref == f"{REGISTRY}/{DERIVED_REPOSITORY}:{rich_image.tag}"

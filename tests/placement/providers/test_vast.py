@@ -12,11 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from apothic.placement import Offer, compile_filters, matches, rank
 from apothic.placement.providers.vast import (
-    CreateOutcomeUnknown, InstanceNotFound, OfferGone, ProvisionFailed, RetryPolicy, VastAuthError, VastClient,
-    VastError, VastRateLimited, provision,
+    CreateOutcomeUnknown,
+    InstanceNotFound,
+    OfferGone,
+    ProvisionFailed,
+    RetryPolicy,
+    VastAuthError,
+    VastClient,
+    VastError,
+    VastRateLimited,
+    provision,
 )
 from apothic.vastsim import Simulator, marked_pids
 

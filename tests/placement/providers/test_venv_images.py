@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from apothic import Image
 from apothic.placement.providers.docker_images import (
     ImageBuildFailed,
     ImageNotSupported,
@@ -25,6 +23,8 @@ from apothic.placement.providers.venv_images import (
     find_uv,
     read_venv_image,
 )
+
+from apothic import Image
 
 HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
