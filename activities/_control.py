@@ -154,10 +154,7 @@ class ControlActivities:
             tick()
             env = self._container_env(inp)
             try:
-                if isinstance(host, VastHost):
-                    started = await host.start(inp.container_id, env, dep.spec, offer, progress, tick, candidates)
-                else:
-                    started = await host.start(inp.container_id, env, dep.spec, offer, progress, tick)
+                started = await host.start(inp.container_id, env, dep.spec, offer, progress, tick, candidates)
             except StartFailed as e:
                 # A retryable failure (the engine did not answer) is retried by the activity's
                 # policy; the others end this container (the fleet decides what next).
@@ -313,7 +310,8 @@ class ControlActivities:
                 if inp.provider and name != inp.provider:
                     # Placed elsewhere: this one is only checked in case; say it, do not fail.
                     activity.logger.warning("could not check %s for leftovers of %s: %s", name, inp.container_id, e)
-                elif not (name == "docker" and name in self.providers.auto):
+                elif name == inp.provider or not (name == "docker" and name in self.providers.auto):
+                    # (an auto-enabled engine that never answered holds nothing of ours)
                     errors.append(f"{name}: {type(e).__name__}: {e}")
                 continue
             if gone:

@@ -38,7 +38,8 @@ from apothic.placement.providers import (
 from apothic.placement.providers.docker import DockerUnavailable
 from apothic.placement.providers.process import EXIT_UNKNOWN
 from apothic.placement.providers.vast import InstanceNotFound, VastError
-from apothic.placement.providers.venv_images import read_venv_image
+from apothic.placement.providers.docker_images import ImageNotSupported
+from apothic.placement.providers.venv_images import check_venv_image, read_venv_image
 
 # Called with (event, data) for each step worth telling the job (image build, provisioning).
 Progress = Callable[[str, dict[str, Any]], Awaitable[None] | None]
@@ -164,16 +165,17 @@ class ProcessHost:
         self.provider = ProcessProvider(apothic_home() / "logs" / "containers")
 
     def usable_for(self, spec: FunctionSpec) -> str | None:
-        if spec.image and Image.from_dict(spec.image).needs_container():
-            return (
-                "its image needs a container (apt_install, run_commands, from_registry or from_dockerfile): "
-                "enable the docker provider (providers.docker in temporal-dev.yaml) or rent a machine (vast)"
-            )
+        """Why this function's image cannot be a virtual environment here (None: it can)."""
+        if spec.image:
+            try:
+                check_venv_image(Image.from_dict(spec.image))
+            except ImageNotSupported as e:
+                return e.reason
         return None
 
     async def start(
         self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
-        progress: Progress, tick: Tick,
+        progress: Progress, tick: Tick, candidates: list[Offer] | None = None,
     ) -> Started:
         python = cwd = None
         if spec.image:
@@ -229,7 +231,7 @@ class DockerHost:
 
     async def start(
         self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
-        progress: Progress, tick: Tick,
+        progress: Progress, tick: Tick, candidates: list[Offer] | None = None,
     ) -> Started:
         ref = await _build_image(spec, self.settings.docker_registry, False, progress, tick)
         gpus = _gpus_for(spec, offer)
@@ -254,7 +256,8 @@ class DockerHost:
         return int(handle.pid or 1)  # found by its label, whatever the token
 
     async def wait(self, handle: Any, timeout: float) -> int | None:
-        return await self.provider.wait(handle, timeout)
+        # Watching a long-lived container: once a second is enough (the default polls 4x/s).
+        return await self.provider.wait(handle, timeout, poll_s=1.0)
 
     async def stop(self, handle: Any, grace_s: float, tick: Tick) -> int:
         return await self.provider.stop(handle, grace_s, tick=tick)
@@ -312,6 +315,7 @@ class VastHost:
         self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
         progress: Progress, tick: Tick, candidates: list[Offer] | None = None,
     ) -> Started:
+        """Rent the first of ``candidates`` (ranked offers of this provider) that runs."""
         ref = await _build_image(spec, self.settings.vast_registry, True, progress, tick)
         image = ref.pinned_ref or ref.pushed_ref or ref.ref
         env = {**env, "APOTHIC_CONTAINER_ID": container_id, "PYTHONUNBUFFERED": "1"}

@@ -34,7 +34,7 @@ CONTAINER_EVENT_SIGNAL = "container_event"
 RUNTIME_EVENTS_SIGNAL = "runtime_events"
 
 # The job event types, in the order a job usually meets them. Container-side steps come from
-# the fleet/container workflows (signal container_event), started/log/output from the
+# the control worker's run_container activity (signal container_event), started/log/output from the
 # function container (signal runtime_events), the rest from the job's own workflow.
 CONTAINER_EVENT_TYPES = ("placement", "provisioning", "image", "volume", "container")
 TERMINAL_EVENT_TYPES = ("completed", "failed", "cancelled")

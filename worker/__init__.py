@@ -1,8 +1,8 @@
 """The control worker: hosts every workflow and the control activities.
 
 Stateless: run one or many, kill any at any time; workflows continue on the others (or when
-one is back). Limit: the ``process`` containers a worker started die with it, so an input
-running in one fails (``ContainerLost``) unless the function has retries.
+one is back). The containers a worker started keep running without it: the next attempt of
+their ``run_container`` activity, on any worker, adopts them.
 ``python -m apothic.worker`` or ``apothic worker`` runs one.
 """
 

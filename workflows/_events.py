@@ -72,7 +72,7 @@ class JobEvents:
             self.closed = True
 
     def add_container_event(self, ev: JobEventIn) -> None:
-        """A container-side step forwarded by the fleet or container workflow."""
+        """A container-side step, from the control worker's ``run_container`` activity."""
         if ev.event not in CONTAINER_EVENT_TYPES:
             workflow.logger.warning("job event %r dropped: container_event takes %s", ev.event, CONTAINER_EVENT_TYPES)
             return

@@ -29,6 +29,7 @@ MAX_START_FAILURES = 3
 MAX_BACKOFF_S = 60.0
 # Continue-as-new well before Temporal's history limits.
 MAX_HISTORY_EVENTS = 4000
+FLEET_CHANGED_EARLY_PATCH = "apothic-fleet-changed-early"
 
 
 @workflow.defn(name=FLEET_WORKFLOW)
@@ -95,6 +96,12 @@ class FleetWorkflow:
     @workflow.run
     async def run(self, inp: FleetInput) -> None:
         while True:
+            # Cleared before this round's awaits, so that a signal arriving while it starts
+            # containers wakes the next round at once (older runs cleared it after them and
+            # could sleep until the timer with demand waiting).
+            changed_early = workflow.patched(FLEET_CHANGED_EARLY_PATCH)
+            if changed_early:
+                self.changed = False
             if self.failures >= MAX_START_FAILURES and self.outstanding and not self.containers:
                 # No container is alive, so none of these jobs is running: they all wait in vain.
                 await self._fail_waiting_jobs()
@@ -108,7 +115,8 @@ class FleetWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._carry())
             timeout = self._next_wakeup()
-            self.changed = False
+            if not changed_early:
+                self.changed = False
             try:
                 await workflow.wait_condition(lambda: self.changed, timeout=timeout)
             except asyncio.TimeoutError:

@@ -166,7 +166,7 @@ class InvocationWorkflow:
 
     @workflow.signal(name=CONTAINER_EVENT_SIGNAL)
     def container_event(self, ev: JobEventIn) -> None:
-        """From the fleet or container workflow: a container-side step (placement,
+        """From the control worker's ``run_container``: a container-side step (placement,
         provisioning, image, volume, container) to add to the job's event log."""
         self.events.add_container_event(ev)
 

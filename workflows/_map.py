@@ -137,8 +137,8 @@ class MapWorkflow:
 
     @workflow.signal(name=CONTAINER_EVENT_SIGNAL)
     def container_event(self, e: JobEventIn) -> None:
-        """From the fleet: a container start step. Maps keep no event log: the newest step is
-        kept for the Temporal UI's details only."""
+        """From ``run_container``: a container start step. Maps keep no event log: the newest
+        step is kept for the Temporal UI's details only."""
         self.last_container_step = f"{e.event} {e.container_id}: {e.data.get('status') or e.data.get('step') or ''}"
 
     @workflow.query

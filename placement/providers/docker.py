@@ -47,6 +47,7 @@ from apothic.exceptions import ApothicError
 from apothic.placement import Offer
 
 from .docker_images import ImageRef
+from .process import CONTAINER_ENV, EXIT_UNKNOWN
 
 if TYPE_CHECKING:
     import docker
@@ -63,9 +64,6 @@ __all__ = [
 
 CONTAINER_LABEL = "apothic.container_id"
 PROVIDER_LABEL = "apothic.provider"
-CONTAINER_ENV = "APOTHIC_CONTAINER_ID"
-# Exit code reported for a container that vanished without leaving its status.
-EXIT_UNKNOWN = -9
 # Storage drivers whose containers accept `--storage-opt size=` (overlay2 only on xfs+pquota).
 _QUOTA_DRIVERS = {"btrfs", "zfs", "devicemapper", "windowsfilter"}
 _POLL_S = 0.25
@@ -422,8 +420,9 @@ class DockerProvider:
             except docker.errors.NotFound:
                 return None
 
-    async def wait(self, handle: DockerHandle, timeout: float) -> int | None:
-        """The exit code, or None if still running after ``timeout`` seconds.
+    async def wait(self, handle: DockerHandle, timeout: float, poll_s: float = _POLL_S) -> int | None:
+        """The exit code, or None if still running after ``timeout`` seconds (the engine is
+        asked every ``poll_s`` seconds).
 
         A container removed meanwhile reports ``EXIT_UNKNOWN`` (-9).
         """
@@ -439,7 +438,7 @@ class DockerProvider:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
-            await asyncio.sleep(min(_POLL_S, remaining))
+            await asyncio.sleep(min(poll_s, remaining))
 
     async def stop(self, handle: DockerHandle, grace_s: float, tick: Callable[[], None] | None = None) -> int:
         """SIGTERM (the runtime drains: in-flight inputs finish), then SIGKILL after ``grace_s``.

@@ -74,9 +74,15 @@ class ProcessProvider:
         return ProcessHandle(container_id, proc.pid, log_path, status_path, proc)
 
     def adopt(self, container_id: str, pid: int) -> ProcessHandle | None:
-        """A handle on a container started by another worker of this host, if it still runs."""
+        """A handle on a container started by another worker of this host, if it still runs.
+
+        ``pid`` 0 (its starter died before recording it): the runtime is found by the
+        container id in its environment (the leader of its own session).
+        """
         log_path, status_path = self._paths(container_id)
-        if pid <= 0 or not _carries(pid, container_id):
+        if pid <= 0:
+            pid = next((p for p in _pids_carrying(container_id) if _leads_session(p)), 0)
+        if pid <= 0 or not _running(pid, container_id):
             return None
         return ProcessHandle(container_id, pid, log_path, status_path, None)
 
@@ -140,14 +146,29 @@ class ProcessProvider:
     def release(self, container_id: str) -> list[int]:
         """Kill every process on this host that carries ``container_id``; returns their pids."""
         killed = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and _carries(int(entry.name), container_id):
-                try:
-                    os.kill(int(entry.name), signal.SIGKILL)
-                    killed.append(int(entry.name))
-                except ProcessLookupError:
-                    pass
+        for pid in _pids_carrying(container_id):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
         return killed
+
+
+def _leads_session(pid: int) -> bool:
+    try:
+        return os.getsid(pid) == pid
+    except OSError:
+        return False
+
+
+def _pids_carrying(container_id: str) -> list[int]:
+    """Pids of this host's processes whose environment carries ``container_id``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _carries(int(entry.name), container_id):
+            out.append(int(entry.name))
+    return out
 
 
 def _carries(pid: int, container_id: str) -> bool:
