@@ -29,11 +29,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_dev_server(db: Path, port: int) -> subprocess.Popen:
+def start_dev_server(db: Path, port: int, dynamic_config: dict | None = None) -> subprocess.Popen:
+    """A dev server with temporal-dev.yaml's settings; ``dynamic_config`` adds to its values."""
+    import dataclasses
+
     from apothic._config import load_settings
     from apothic._embedded import server_command, wait_for_port
 
     server = load_settings(port=port, db_filename=str(db), headless=True).server
+    if dynamic_config:
+        server = dataclasses.replace(server, dynamic_config={**server.dynamic_config, **dynamic_config})
     log = open(db.with_suffix(".log"), "ab")
     proc = subprocess.Popen(server_command(server), stdout=log, stderr=subprocess.STDOUT)
     wait_for_port("127.0.0.1", port, timeout=60, proc=proc)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 import apothic
-from apothic import App, JobEvent, JobStatus, Retries
+from apothic import App, ControlPlaneClient, JobEvent, JobStatus, Retries
 
-from ..conftest import wait_until
+from ..conftest import free_port, start_dev_server, start_worker, stop, wait_until
 
 pytestmark = pytest.mark.usefixtures("control_worker")
 
@@ -308,16 +309,9 @@ def test_leaving_remote_gen_early_cancels_its_job(app_name: str) -> None:
     wait_until(lambda: run_blocking(statuses()) == ["CANCELED"], timeout=30, what="the job to be cancelled")
 
 
-def test_more_watchers_than_temporal_admits_polls_all_see_every_event(
-    app_name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A job's workflow admits 10 blocked long-polls (more wait their turn) and 2,000 updates
-    in all (a watcher refused then reads by query): every watcher sees every event once."""
-    from temporalio.contrib.workflow_streams import WorkflowStreamClient
-    from temporalio.service import RPCError, RPCStatusCode
-
-    from apothic import _watch
-
+def test_more_watchers_than_temporal_admits_polls_all_see_every_event(app_name: str) -> None:
+    """A job's workflow admits 10 blocked long-polls: more watchers wait their turn, and every
+    watcher sees every event once."""
     app = App(app_name)
 
     @app.function()
@@ -343,28 +337,31 @@ def test_more_watchers_than_temporal_admits_polls_all_see_every_event(
     for events in results:
         assert same(events, reference)
 
-    # The server refuses further updates (its per-run limit): the watcher goes on by query.
-    subscribe = WorkflowStreamClient.subscribe
-    fallbacks: list[int] = []
-    by_query = _watch._by_query
 
-    async def refused_after_three(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        n = 0
-        async for item in subscribe(self, *args, **kwargs):
-            yield item
-            n += 1
-            if n == 3:
-                raise RPCError("limit on number of total updates has been reached", RPCStatusCode.FAILED_PRECONDITION, b"")
+def test_a_watcher_refused_by_the_update_limit_goes_on_by_query(app_name: str, tmp_path: Path) -> None:
+    """Temporal admits a bounded number of updates per run (2,000 by default; 4 on this test's
+    own server): once a job refuses the long-poll, its watcher reads the rest by query."""
+    port = free_port()
+    server = start_dev_server(tmp_path / "temporal.db", port, dynamic_config={"history.maxTotalUpdates": 4})
+    env = dict(os.environ, APOTHIC_TEMPORAL_ADDRESS=f"127.0.0.1:{port}", APOTHIC_HOME=str(tmp_path))
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        app = App(app_name, client=ControlPlaneClient(f"127.0.0.1:{port}"))
 
-    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
-        fallbacks.append(args[3])
-        return by_query(*args, **kwargs)
+        @app.function()
+        def ticker(n: int) -> int:
+            for i in range(n):
+                print(f"tick {i}", flush=True)
+                time.sleep(0.4)
+            return n
 
-    monkeypatch.setattr(WorkflowStreamClient, "subscribe", refused_after_three)
-    monkeypatch.setattr(_watch, "_by_query", counting)
-    job = ticker.spawn(6)
-    live = list(job.watch(snapshot=True))
-    assert fallbacks == [3]
-    monkeypatch.undo()
-    assert same(live, list(job.watch(snapshot=True)))
-    assert log_lines(live) == [f"tick {i}" for i in range(6)]
+        app.deploy()
+        job = ticker.spawn(8)
+        live = list(job.watch(snapshot=True))  # more than 4 long-polls: the later ones are refused
+        assert_gapless(live)
+        assert live[-1].event == "completed"
+        assert log_lines(live) == [f"tick {i}" for i in range(8)]
+        assert same(live, list(job.watch(snapshot=True)))  # a closed job is read by query alone
+    finally:
+        stop(worker)
+        stop(server)
