@@ -233,6 +233,8 @@ class Runtime:
                     results.append(MapResultItem(index=item.index, ok=True, value=value))
                 except ApplicationError as e:
                     detail = e.details[0] if e.details and isinstance(e.details[0], dict) else {}
+                    detail = _fit_detail(detail, BATCH_INLINE_BYTES - inline)
+                    inline += _detail_size(detail)
                     results.append(
                         MapResultItem(
                             index=item.index, ok=False, error_message=e.message, error_type=e.type or "",
@@ -338,3 +340,22 @@ class Runtime:
             self.stuck = True
             self.exit_code = EXIT_REPLACE
             self.request_shutdown(f"an input ignored its {reason} for {INTERRUPT_GRACE_S:g} s")
+
+
+def _detail_size(detail: dict[str, Any]) -> int:
+    """About how many bytes a failure's details take in the batch's output."""
+    return sum(len(v) if isinstance(v, str) else len(getattr(v, "data", "") or "") for v in detail.values())
+
+
+def _fit_detail(detail: dict[str, Any], room: int) -> dict[str, Any]:
+    """A failed map input's details cut to ``room`` bytes, so that a batch of failures that
+    printed a lot stays under Temporal's payload limit: first the logs keep only their last
+    lines, then the pickled exception goes (the type, message and traceback remain)."""
+    if _detail_size(detail) <= room:
+        return detail
+    logs = str(detail.get("logs") or "")
+    detail = {**detail, "logs": "(earlier output cut: the batch's output was full)\n" + logs[-2048:]}
+    if _detail_size(detail) > room and detail.get("exc") is not None:
+        detail["exc"] = None
+    return detail
+

@@ -156,3 +156,19 @@ def test_twenty_thousand_inputs_continue_as_new(temporal: str, app_name: str) ->
 
     # Several runs of one workflow id (continue-as-new), none near the history limits.
     assert asyncio.run(runs()) >= 2
+
+
+def test_a_batch_of_failures_that_printed_a_lot_still_comes_back(app_name: str) -> None:
+    """32 failing inputs with 300 KB of output each would make one batch's output about
+    10 MB, over Temporal's payload limit: their details are cut to fit, the errors remain."""
+    app = App(app_name)
+
+    @app.function(timeout_s=120)
+    def noisy(i: int) -> int:
+        print("x" * 300_000)
+        raise ValueError(f"input {i} failed")
+
+    app.deploy()
+    out = noisy.map(range(32), return_exceptions=True, timeout_s=600)
+    assert len(out) == 32
+    assert all(isinstance(e, ValueError) and str(e) == f"input {i} failed" for i, e in enumerate(out)), out[:2]
