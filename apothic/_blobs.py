@@ -147,7 +147,6 @@ class BlobStore:
     def __init__(self, settings: BlobSettings) -> None:
         self.settings = settings
         self.url = settings.location()
-        self.threshold = settings.threshold_bytes
         self.driver = self._driver()
 
     def _driver(self) -> StorageDriver:

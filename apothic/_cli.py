@@ -267,7 +267,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 
 
 def add_schedules_parser(sub: Any) -> None:
-    from ._cron import OVERLAP_POLICIES
+    from ._resources import OVERLAP_POLICIES
 
     sc = sub.add_parser("schedules", help="list and manage schedules",
                         description="Schedules of deployed functions (schedule=Cron(...) or Period(...)): "

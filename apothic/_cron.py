@@ -39,8 +39,6 @@ from croniter import CroniterError, croniter
 # Temporal's calendar gives up after this year.
 MAX_YEAR = 2100
 MACROS = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
-FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
-OVERLAP_POLICIES = ("skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all")
 _RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 _REFUSED = re.compile(r"[LW#H]", re.IGNORECASE)
 _NAMES = re.compile(r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|sun|mon|tue|wed|thu|fri|sat", re.IGNORECASE)

@@ -191,8 +191,14 @@ async def _read(
             delay = min(delay * 2, _POLL_MAX_S)
             continue
         delay = _POLL_MIN_S
+        # Results in the blob store are fetched together; inline ones are loaded as they come.
+        stored = [i for i in batch.items if i.ok and i.value is not None and i.value.blob is not None]
+        fetched = dict(zip((i.index for i in stored), await asyncio.gather(*(load(i.value, inputs.blobs) for i in stored))))
         for item in batch.items:
-            value = await _value(item, map_id, return_exceptions, inputs)
+            if item.index in fetched:
+                value = fetched[item.index]
+            else:
+                value = await _value(item, map_id, return_exceptions, inputs)
             if collect:
                 out.append(value)
         next_index = batch.items[-1].index + 1

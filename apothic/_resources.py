@@ -8,7 +8,7 @@ decorator refuses them with ``NotSupportedError`` instead of ignoring them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -88,10 +88,10 @@ class Retries(_Value):
 
 # What a schedule does with a run that is due while the previous one still runs.
 Overlap = Literal["skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"]
+OVERLAP_POLICIES: tuple[str, ...] = get_args(Overlap)
 
 
 def _check_schedule(where: str, problems: list[str], overlap: object) -> None:
-    from ._cron import OVERLAP_POLICIES
     from ._validation import format_problem
 
     if overlap not in OVERLAP_POLICIES:
@@ -184,7 +184,6 @@ class Period(_Value):
         overlap: Overlap = "skip",
         **extra: Any,
     ) -> None:
-        from ._cron import OVERLAP_POLICIES
         from ._validation import format_problem, format_validation_error
 
         try:

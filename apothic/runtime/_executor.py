@@ -42,7 +42,6 @@ class WorkItem:
     log_path: str = ""
     checkpoint_in: Any = None  # CloudPickled from an earlier attempt
     checkpoint_out: Any = None  # CloudPickled saved by this attempt
-    checkpoint_seq: int = 0
     # Generator functions: called with (index, value) for each yield (in the main thread);
     # the first ``skip_outputs`` yields (delivered by an earlier attempt) are not passed on.
     on_output: Callable[[int, Any], None] | None = None
@@ -57,7 +56,6 @@ class WorkItem:
 
     def save_checkpoint(self, blob: Any) -> None:
         self.checkpoint_out = blob
-        self.checkpoint_seq += 1
 
     def previous_checkpoint(self) -> Any:
         latest = self.checkpoint_out or self.checkpoint_in
@@ -189,9 +187,6 @@ class _Capture:
         os.dup2(self._saved[1], 2)
         os.close(self._saved[0])
         os.close(self._saved[1])
-
-    def read(self) -> str:
-        return read_log(self.path)
 
 
 def _line_buffering(stream: Any, on: bool | None) -> bool | None:
