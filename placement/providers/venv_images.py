@@ -69,6 +69,7 @@ from apothic._image import (
 from .docker_images import (
     ImageBuildFailed,
     ImageNotSupported,
+    host_ca_bundle,
     host_pip_settings,
     runtime_pins,
     runtime_source,
@@ -204,6 +205,11 @@ class _Runner:
             PIP_DISABLE_PIP_VERSION_CHECK="1",
             PIP_NO_INPUT="1",
         )
+        # uv reads no pip configuration: give it the CA bundle pip trusts, as the Docker
+        # builds do, so that uv installs work wherever pip's do.
+        bundle = host_ca_bundle()
+        if bundle:
+            env.setdefault("SSL_CERT_FILE", bundle)
         self.env = env
 
     def line(self, text: str) -> None:
