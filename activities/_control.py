@@ -12,7 +12,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFail
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from apothic._config import Settings, apothic_home
+from apothic._control._config import Settings, apothic_home
 from apothic._contracts import (
     CLOSED_JOBS_ACTIVITY,
     ENSURE_FLEET_ACTIVITY,

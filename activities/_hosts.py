@@ -22,9 +22,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from apothic._config import ProviderSettings, apothic_home
+from apothic._control._config import ProviderSettings, apothic_home
 from apothic._contracts import FunctionSpec
-from apothic._image import Image
+from apothic._image._image import Image
 from apothic.placement import Offer, placement_query
 from apothic.placement.providers import (
     DockerProvider,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from apothic._config import Settings
+from apothic._control._config import Settings
 from apothic._contracts import (
     SYNC_SCHEDULES_ACTIVITY,
     SyncSchedulesRequest,
     SyncSchedulesResult,
 )
-from apothic._schedules import sync_app_schedules
+from apothic._schedule._schedules import sync_app_schedules
 
 
 class ScheduleActivities:

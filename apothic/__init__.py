@@ -4,13 +4,13 @@ This module only re-exports; everything else is private.
 """
 
 from ._app import App, AppDeployment
-from ._checkpoint import checkpoint, last_checkpoint
-from ._connection import ControlPlaneClient
-from ._function import Function, RemoteFunction
-from ._image import Image
-from ._job import Job, JobStatus
-from ._watch import JobEvent
-from ._resources import (
+from ._control._connection import ControlPlaneClient
+from ._data._checkpoint import checkpoint, last_checkpoint
+from ._image._image import Image
+from ._invoke._function import Function, RemoteFunction
+from ._invoke._job import Job, JobStatus
+from ._invoke._watch import JobEvent
+from ._options._resources import (
     CloudBucketMount,
     Cron,
     LivConfig,

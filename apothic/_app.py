@@ -18,8 +18,6 @@ from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedEr
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from ._client import get_client
-from ._connection import ControlPlaneClient
 from ._contracts import (
     APP_WORKFLOW,
     AppState,
@@ -30,12 +28,14 @@ from ._contracts import (
     RetrySpec,
     app_workflow_id,
 )
-from ._function import Function, check_name
-from ._loop import AioNamespace, synced
-from ._schedules import schedule_config
-from ._resources import Cron, LivConfig, Period, Retries, Secret, StorageMount
-from ._serialization import MAX_INLINE_BYTES, CloudPickled
-from ._validation import FunctionOptions, placement_options, validate_options
+from ._control._client import get_client
+from ._control._connection import ControlPlaneClient
+from ._control._loop import AioNamespace, synced
+from ._data._serialization import MAX_INLINE_BYTES, CloudPickled
+from ._invoke._function import Function, check_name
+from ._options._resources import Cron, LivConfig, Period, Retries, Secret, StorageMount
+from ._options._validation import FunctionOptions, placement_options, validate_options
+from ._schedule._schedules import schedule_config
 from .exceptions import ApothicError, InvalidError
 
 P = ParamSpec("P")

@@ -11,7 +11,7 @@ import dataclasses
 import re
 from typing import Any
 
-from ._serialization import CloudPickled
+from ._data._serialization import CloudPickled
 
 # Names of workflows, activities, signals and queries: stable, never renamed.
 INVOCATION_WORKFLOW = "InvocationWorkflow"

@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from apothic._config import load_settings
-from apothic._embedded import server_command, wait_for_port
+from apothic._control._config import load_settings
+from apothic._control._embedded import server_command, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -114,7 +114,7 @@ class Forward:
 
 async def sdk_claim_check(address: str, mb: int, calls: int, folder: Path) -> list[float]:
     """Temporal's external storage, same folder driver, an envelope shaped like Apothic's."""
-    from apothic._blobs import LocalStorageDriver
+    from apothic._data._blobs import LocalStorageDriver
 
     converter = dataclasses.replace(
         DataConverter.default,

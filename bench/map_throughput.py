@@ -32,7 +32,7 @@ def main() -> None:
 
     with dev_server() as address, process("-m", "apothic.worker"), process("bench/_bare_fanout.py"):
         import apothic
-        from apothic._loop import run_blocking
+        from apothic._control._loop import run_blocking
         from temporalio.client import Client
 
         app = apothic.App("bench-map")

@@ -42,7 +42,7 @@ def main() -> None:
 
         from _bare_worker import TASK_QUEUE, BareWorkflow
 
-        from apothic._loop import run_blocking
+        from apothic._control._loop import run_blocking
 
         # The same kind of client: connected once, driven from the same background loop.
         client = run_blocking(Client.connect(address))

@@ -33,8 +33,8 @@ def start_dev_server(db: Path, port: int, dynamic_config: dict | None = None) ->
     """A dev server with temporal-dev.yaml's settings; ``dynamic_config`` adds to its values."""
     import dataclasses
 
-    from apothic._config import load_settings
-    from apothic._embedded import server_command, wait_for_port
+    from apothic._control._config import load_settings
+    from apothic._control._embedded import server_command, wait_for_port
 
     server = load_settings(port=port, db_filename=str(db), headless=True).server
     if dynamic_config:

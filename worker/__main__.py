@@ -3,8 +3,8 @@
 import asyncio
 import logging
 
-from apothic._config import load_settings
-from apothic._embedded import register_pid
+from apothic._control._config import load_settings
+from apothic._control._embedded import register_pid
 
 from ._worker import run_worker
 

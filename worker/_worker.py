@@ -13,9 +13,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
-from apothic._client import connect
-from apothic._config import Settings
-from apothic._embedded import SEARCH_ATTRIBUTES
+from apothic._control._client import connect
+from apothic._control._config import Settings
+from apothic._control._embedded import SEARCH_ATTRIBUTES
 from apothic.activities import ControlActivities
 from apothic.workflows import ALL_WORKFLOWS
 

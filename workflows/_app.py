@@ -27,7 +27,7 @@ from apothic._contracts import (
     fleet_workflow_id,
     make_deployment,
 )
-from apothic._serialization import CloudPickled
+from apothic._data._serialization import CloudPickled
 
 # Versions whose code stays available to containers (running calls finish on their own
 # version; a call that needs a container of a version older than this fails clearly). The

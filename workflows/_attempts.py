@@ -27,7 +27,7 @@ from apothic._contracts import (
     ExecuteOutput,
     ResolveRequest,
 )
-from apothic._serialization import CloudPickled
+from apothic._data._serialization import CloudPickled
 
 if TYPE_CHECKING:
     from ._events import JobEvents

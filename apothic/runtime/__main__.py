@@ -10,9 +10,9 @@ import threading
 import traceback
 from datetime import timedelta
 
-from .._config import load_settings
-from ._runtime import Runtime, RuntimeConfig
+from .._control._config import load_settings
 from ._executor import MainThreadExecutor
+from ._runtime import Runtime, RuntimeConfig
 
 
 def main() -> None:

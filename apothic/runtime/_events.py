@@ -28,7 +28,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from .._contracts import RUNTIME_EVENTS_SIGNAL, JobEventIn, JobEventsIn
-from .._serialization import CloudPickled
+from .._data._serialization import CloudPickled
 
 LOG_EVERY_S = 0.5
 # The first batch waits this long: an input done sooner returns its events with its result.

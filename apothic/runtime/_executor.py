@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .. import _checkpoint
+from .._data import _checkpoint
 
 LOG_LIMIT = 256 * 1024
 

@@ -12,28 +12,28 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from .._client import connect
-from .._config import Settings
 from .._contracts import (
     EXECUTE_ACTIVITY,
     EXECUTE_BATCH_ACTIVITY,
-    NOT_RUN,
-    ExecuteBatchInput,
-    ExecuteBatchOutput,
-    MapResultItem,
     EXIT_BAD_CODE,
     EXIT_REPLACE,
+    NOT_RUN,
     CodeRequest,
+    ExecuteBatchInput,
+    ExecuteBatchOutput,
     ExecuteInput,
     ExecuteOutput,
+    MapResultItem,
     app_workflow_id,
 )
-from .._blobs import load, offload
-from .._serialization import CloudPickled
+from .._control._client import connect
+from .._control._config import Settings
+from .._data._blobs import load, offload
+from .._data._serialization import CloudPickled
 from ..exceptions import InvalidError
 from ._events import EventPublisher, OutputError
 from ._executor import Interrupted, MainThreadExecutor, WorkItem, read_log

@@ -82,7 +82,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apothic._image import (
+from apothic._image._image import (
     _PYTHON_SOURCE_EXCLUDES,
     AddLocalDirStep,
     AddLocalFileStep,
@@ -1095,7 +1095,7 @@ def _write_tar(tar_path: Path, entries: list[tuple[str, str]]) -> int:
 
 
 def _dir_entries(local: str, remote: str, ignore: tuple[str, ...]) -> list[tuple[str, str]]:
-    """``(local, remote)`` pairs of a tree, as :func:`apothic._image._walk_tree` (which the
+    """``(local, remote)`` pairs of a tree, as :func:`apothic._image._image._walk_tree` (which the
     image hash also walks) gives it."""
     base = remote.rstrip("/")
     return [(local, remote)] + [(full, f"{base}/{rel}") for full, rel, _ in _walk_tree(local, ignore)]

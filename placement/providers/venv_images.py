@@ -51,7 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from apothic._image import (
+from apothic._image._image import (
     _PYTHON_SOURCE_EXCLUDES,
     AddLocalDirStep,
     AddLocalFileStep,
@@ -259,7 +259,7 @@ def _copy_file(src: str, dest: Path) -> None:
 
 
 def _copy_tree(src: str, dest: Path, ignore: tuple[str, ...]) -> None:
-    """Copy a tree as :func:`apothic._image._walk_tree` (which the image hash also walks) gives it."""
+    """Copy a tree as :func:`apothic._image._image._walk_tree` (which the image hash also walks) gives it."""
     dest.mkdir(parents=True, exist_ok=True)
     for full, rel, kind in _walk_tree(src, ignore):
         if kind == "dir":

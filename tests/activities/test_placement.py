@@ -10,7 +10,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from apothic import Image
-from apothic._config import load_settings
+from apothic._control._config import load_settings
 from apothic._contracts import Deployment, FunctionSpec
 from apothic.activities._control import ControlActivities
 from apothic.vastsim import Simulator

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from apothic._blobs import LOCAL_DRIVER, S3_DRIVER, blob_store, load, offload
-from apothic._config import BlobSettings, Settings, load_settings
-from apothic._serialization import CloudPickled
+from apothic._data._blobs import LOCAL_DRIVER, S3_DRIVER, blob_store, load, offload
+from apothic._control._config import BlobSettings, Settings, load_settings
+from apothic._data._serialization import CloudPickled
 from apothic.exceptions import InvalidError
 
 from ..conftest import S3Server

@@ -13,8 +13,8 @@ import pytest
 
 from apothic import InvalidError
 from apothic._contracts import EVENT_TYPES
-from apothic._loop import AioNamespace, BlockingIterator, synced_iter
-from apothic._watch import check_event_types
+from apothic._control._loop import AioNamespace, BlockingIterator, synced_iter
+from apothic._invoke._watch import check_event_types
 from apothic.runtime._events import MAX_LINE_CHARS, LogTail
 from apothic.runtime._executor import MainThreadExecutor, WorkItem
 
@@ -148,7 +148,7 @@ def test_generators_are_drained_in_the_main_thread_and_skip_what_was_delivered(
 def test_every_blocking_call_of_the_reference_has_one_aio_twin() -> None:
     """deploy, invoke and job inspection: one async implementation behind both faces."""
     import apothic
-    from apothic._loop import AsyncIteratorTwin, synced
+    from apothic._control._loop import AsyncIteratorTwin, synced
 
     surfaces = {
         apothic.App: ["deploy"],

@@ -1,4 +1,4 @@
-"""Tests for apothic._image: the image specification value and its hash."""
+"""Tests for apothic._image._image: the image specification value and its hash."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from apothic._image import (
+from apothic._image._image import (
     SUPPORTED_PYTHON_VERSIONS,
     AddLocalDirStep,
     AddLocalFileStep,
@@ -676,7 +676,7 @@ def test_hash_is_stable_across_processes(tmp_path):
     image = _full_image(tmp_path)
     script = textwrap.dedent(
         f"""
-        from apothic._image import Image
+        from apothic._image._image import Image
         image = (
             Image.debian_slim("3.11")
             .pip_install("pandas", "numpy", pre=True, index_url="https://a.example/simple")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apothic import InvalidError
-from apothic._config import ProviderSettings
+from apothic._control._config import ProviderSettings
 
 
 def enabled(raw: dict, **env: str) -> tuple[str, ...]:

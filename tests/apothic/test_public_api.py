@@ -71,7 +71,7 @@ def test_placement_is_pure() -> None:
 
 
 def test_workflows_import_only_temporal_and_the_contracts() -> None:
-    allowed_apothic = {"apothic._contracts", "apothic._serialization"}
+    allowed_apothic = {"apothic._contracts", "apothic._data._serialization"}
     for name in imports_of("workflows"):
         top = name.split(".")[0]
         assert top in {"temporalio", "apothic", "__future__", "asyncio", "math", "datetime", "dataclasses", "typing", "collections"}, name

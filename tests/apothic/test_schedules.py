@@ -17,8 +17,8 @@ from croniter import croniter
 
 import apothic
 from apothic import App, Cron, InvalidError, Period
-from apothic._cron import next_cron_times, next_period_times, temporal_cron
-from apothic._schedules import next_runs, schedule_config
+from apothic._schedule._cron import next_cron_times, next_period_times, temporal_cron
+from apothic._schedule._schedules import next_runs, schedule_config
 
 NY = ZoneInfo("America/New_York")
 LONDON = ZoneInfo("Europe/London")
@@ -263,7 +263,7 @@ def test_period_runs_are_aligned_to_the_epoch() -> None:
 
 
 def test_schedules_manager_has_async_twins() -> None:
-    from apothic._schedules import Schedules
+    from apothic._schedule._schedules import Schedules
 
     s = Schedules()
     assert sorted(dir(s.aio)) == ["backfill", "delete", "get", "list", "pause", "resume", "trigger"]

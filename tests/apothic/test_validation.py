@@ -184,7 +184,7 @@ def test_decorator_signature_is_the_references() -> None:
     got = {n: p.default for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     assert list(got) == list(expected)
     assert got == expected
-    from apothic._validation import FunctionOptions
+    from apothic._options._validation import FunctionOptions
 
     assert {n: f.default for n, f in FunctionOptions.model_fields.items()} == expected
     remote = inspect.signature(apothic.RemoteFunction.from_name).parameters

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from apothic._embedded import live_pids
+from apothic._control._embedded import live_pids
 
 from ..conftest import ROOT, free_port
 

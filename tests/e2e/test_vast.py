@@ -157,7 +157,7 @@ def test_no_matching_offer_explains_each_constraint(app_name: str) -> None:
 
 def test_apothic_offers_ranks_the_offers_a_function_would_get(vast_sim, tmp_path) -> None:
     env = dict(os.environ, VAST_URL=vast_sim.url, VAST_API_KEY=vast_sim.api_key)
-    apothic_cli = [sys.executable, "-c", "from apothic._cli import run; run()"]
+    apothic_cli = [sys.executable, "-c", "from apothic._cli._cli import run; run()"]
 
     def offers(*args: str) -> dict:
         proc = subprocess.run([*apothic_cli, "offers", *args, "--json"], capture_output=True, text=True, env=env,

@@ -30,7 +30,7 @@ def record_events_history(address: str) -> str:
     """A generator job with logs, a retry and a watcher; its history goes to
     InvocationWorkflow-events.json. Returns its job id."""
     import apothic
-    from apothic._loop import run_blocking
+    from apothic._control._loop import run_blocking
     from temporalio.client import Client
 
     app = apothic.App("replay-events")
@@ -66,7 +66,7 @@ def main() -> None:
     os.environ.setdefault("APOTHIC_CONTAINER_IDLE_S", "3")
     with dev_server() as address, process("-m", "apothic.worker"):
         import apothic
-        from apothic._loop import run_blocking
+        from apothic._control._loop import run_blocking
         from temporalio.client import Client
 
         if "--events-only" in sys.argv:

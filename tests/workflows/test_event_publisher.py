@@ -18,10 +18,10 @@ import pytest
 from temporalio import workflow
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from apothic._client import connect
-from apothic._config import load_settings
+from apothic._control._client import connect
+from apothic._control._config import load_settings
 from apothic._contracts import RUNTIME_EVENTS_SIGNAL, JobEventsIn
-from apothic._serialization import CloudPickled
+from apothic._data._serialization import CloudPickled
 from apothic.runtime._events import EventPublisher, OutputError
 from apothic.runtime._executor import WorkItem
 

@@ -90,8 +90,8 @@ def assert_replays(workflow_id: str) -> None:
     from apothic.workflows import ALL_WORKFLOWS
     from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
-    from apothic._client import get_client
-    from apothic._loop import run_blocking
+    from apothic._control._client import get_client
+    from apothic._control._loop import run_blocking
 
     async def replay() -> None:
         client = await get_client()
@@ -298,13 +298,13 @@ def test_leaving_remote_gen_early_cancels_its_job(app_name: str) -> None:
     gen.close()
 
     async def statuses() -> list[str]:
-        from apothic._client import get_client
+        from apothic._control._client import get_client
 
         client = await get_client()
         query = f"WorkflowType='InvocationWorkflow' AND ApothicApp='{app_name}'"
         return [wf.status.name async for wf in client.list_workflows(query)] if client else []
 
-    from apothic._loop import run_blocking
+    from apothic._control._loop import run_blocking
 
     wait_until(lambda: run_blocking(statuses()) == ["CANCELED"], timeout=30, what="the job to be cancelled")
 

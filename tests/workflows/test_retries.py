@@ -18,7 +18,7 @@ from temporalio.client import Client
 import apothic
 from apothic import App, Job, JobStatus, Retries
 from apothic._contracts import JobInfo
-from apothic._embedded import temporal_binary
+from apothic._control._embedded import temporal_binary
 
 from ..conftest import ROOT, container_pids, wait_until
 

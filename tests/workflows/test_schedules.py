@@ -35,11 +35,11 @@ from apothic import (
     Period,
     Retries,
 )
-from apothic._cli import _list_jobs
+from apothic._cli._cli import _list_jobs
 from apothic._contracts import JobInfo, app_workflow_id, schedule_id
-from apothic._cron import next_cron_times, temporal_cron
-from apothic._loop import run_blocking
-from apothic._schedules import ScheduleInfo, Schedules
+from apothic._schedule._cron import next_cron_times, temporal_cron
+from apothic._control._loop import run_blocking
+from apothic._schedule._schedules import ScheduleInfo, Schedules
 
 from ..conftest import free_port, start_dev_server, start_worker, stop, wait_until
 

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .exceptions import InvalidError
+from ..exceptions import InvalidError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,7 +22,7 @@ class _Value(BaseModel):
 
     @classmethod
     def _build(cls, **kwargs: Any) -> Any:
-        from ._validation import format_validation_error
+        from ._problems import format_validation_error
 
         try:
             return cls(**kwargs)
@@ -60,7 +60,7 @@ class Retries(_Value):
         non_retryable: Any = (),
         **extra: Any,
     ) -> None:
-        from ._validation import format_validation_error
+        from ._problems import format_validation_error
 
         names = []
         for item in non_retryable if isinstance(non_retryable, (list, tuple, set)) else [non_retryable]:
@@ -92,7 +92,7 @@ OVERLAP_POLICIES: tuple[str, ...] = get_args(Overlap)
 
 
 def _check_schedule(where: str, problems: list[str], overlap: object) -> None:
-    from ._validation import format_problem
+    from ._problems import format_problem
 
     if overlap not in OVERLAP_POLICIES:
         problems.append(
@@ -133,8 +133,8 @@ class Cron(_Value):
     overlap: Overlap = "skip"
 
     def __init__(self, expression: str, timezone: str = "UTC", *, overlap: Overlap = "skip", **extra: Any) -> None:
-        from ._cron import cron_problems, timezone_problems
-        from ._validation import format_problem
+        from .._schedule._cron import cron_problems, timezone_problems
+        from ._problems import format_problem
 
         problems = [
             format_problem(
@@ -148,7 +148,7 @@ class Cron(_Value):
             for msg in timezone_problems(timezone)
         ]
         _check_schedule(f"Cron({expression!r})", problems, overlap)
-        from ._validation import format_validation_error
+        from ._problems import format_validation_error
 
         try:
             super().__init__(expression=expression.strip(), timezone=timezone, overlap=overlap, **extra)
@@ -157,7 +157,7 @@ class Cron(_Value):
 
     def temporal_expressions(self) -> list[str]:
         """The Temporal cron strings this schedule runs as (fired as their union)."""
-        from ._cron import temporal_cron
+        from .._schedule._cron import temporal_cron
 
         return temporal_cron(self.expression)
 
@@ -184,7 +184,7 @@ class Period(_Value):
         overlap: Overlap = "skip",
         **extra: Any,
     ) -> None:
-        from ._validation import format_problem, format_validation_error
+        from ._problems import format_problem, format_validation_error
 
         try:
             super().__init__(
@@ -312,7 +312,7 @@ def liv(**settings: Any) -> Callable[[Any], Any]:
     """Generate a function's implementation from its stub before deploy."""
 
     def mark(fn: Any) -> Any:
-        from .exceptions import NotSupportedError
+        from ..exceptions import NotSupportedError
 
         raise NotSupportedError(
             "@apothic.liv(...) is not supported yet: generated implementations are not built. "

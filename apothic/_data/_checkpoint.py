@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-from .exceptions import InvalidError
+from ..exceptions import InvalidError
 
 MAX_CHECKPOINT_BYTES = 1_000_000
 

@@ -17,7 +17,7 @@ from typing import Any
 
 PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 # Temporal refuses a single payload over 2 MiB; leave room for the envelope and base64. Larger
-# arguments and results go to the blob store (``apothic._blobs``); an app's code may not.
+# arguments and results go to the blob store (``apothic._data._blobs``); an app's code may not.
 MAX_INLINE_BYTES = 1_400_000
 
 
@@ -33,7 +33,7 @@ class CloudPickled:
         size: length of the raw pickle in bytes.
         sha256: first 16 hex digits of the raw pickle's sha256.
         blob: when the pickle is in the blob store (``data`` is then empty), the reference to
-            it: ``driver`` plus that driver's claim (key, hash); see ``apothic._blobs``.
+            it: ``driver`` plus that driver's claim (key, hash); see ``apothic._data._blobs``.
     """
 
     data: str
@@ -69,12 +69,12 @@ class CloudPickled:
         """Unpickle. Runs arbitrary code: call only on the client or in a container.
 
         ``raw`` is the pickle read from the blob store when this is a reference (use
-        ``apothic._blobs.load``, which reads it).
+        ``apothic._data._blobs.load``, which reads it).
         """
         import cloudpickle
 
         if self.py and self.py != PY_VERSION:
-            from .exceptions import InvalidError
+            from ..exceptions import InvalidError
 
             raise InvalidError(
                 f"this {self.kind or 'payload'} was pickled by Python {self.py} but is being loaded by "
@@ -83,7 +83,7 @@ class CloudPickled:
             )
         if raw is None:
             if self.blob is not None:
-                raise ValueError(f"this {self.kind or 'payload'} is in the blob store: load it with apothic._blobs.load")
+                raise ValueError(f"this {self.kind or 'payload'} is in the blob store: load it with apothic._data._blobs.load")
             raw = self.raw()
         return cloudpickle.loads(raw)
 

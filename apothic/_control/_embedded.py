@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from .._contracts import SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
+from ..exceptions import ApothicError
 from ._config import ServerSettings, Settings, apothic_home
-from ._contracts import SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
-from .exceptions import ApothicError
 
 SEARCH_ATTRIBUTES = {SEARCH_ATTR_APP: "Keyword", SEARCH_ATTR_FUNCTION: "Keyword"}
 

@@ -36,11 +36,11 @@ from temporalio.contrib.workflow_streams._types import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from ._blobs import load
-from ._config import Settings
-from ._contracts import EVENT_TYPES, TERMINAL_EVENT_TYPES, JobEventRecord
-from ._serialization import CloudPickled
-from .exceptions import ApothicError, InvalidError, NotFoundError
+from .._contracts import EVENT_TYPES, TERMINAL_EVENT_TYPES, JobEventRecord
+from .._control._config import Settings
+from .._data._blobs import load
+from .._data._serialization import CloudPickled
+from ..exceptions import ApothicError, InvalidError, NotFoundError
 
 # Pause between two long-polls of a watcher that is caught up (each poll is an update in the
 # job's history).

@@ -11,70 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..exceptions import InvalidError, NotSupportedError
+from ..placement import PLACEMENT_OPTIONS, FilterError, placement_query
+from ._problems import format_problem, format_validation_error
 from ._resources import Cron, LivConfig, Period, Retries, Secret, StorageMount
-from .exceptions import InvalidError, NotSupportedError
-from .placement import PLACEMENT_OPTIONS, FilterError, placement_query
-
-_FIXES = {
-    "cpu": "give a whole number of cores, e.g. cpu=2",
-    "memory_mb": "give memory in MiB, e.g. memory_mb=2048",
-    "timeout_s": "give the per-attempt limit in whole seconds, e.g. timeout_s=300",
-    "max_retries": "give how many times to retry after the first attempt, e.g. max_retries=3",
-    "retries": "give an int (retries=3) or apothic.Retries(max_retries=3, initial_delay=1.0)",
-    "concurrent_requests": "give how many inputs one container runs at once, e.g. concurrent_requests=1",
-    "max_pending_tasks": "give how many inputs may wait for capacity, e.g. max_pending_tasks=100",
-    "max_containers": "give the most containers this function may run at once, e.g. max_containers=4",
-    "tasks_per_container": "give how many inputs a container serves before it is replaced",
-    "disk_gb": "give disk in GB, e.g. disk_gb=50",
-    "gpu": "give a GPU model name like 'RTX_4090' or a list of names",
-    "schedule": "give apothic.Cron('0 * * * *') or apothic.Period(minutes=5)",
-}
-
-
-def _allowed(err: dict[str, Any]) -> str:
-    ctx = err.get("ctx") or {}
-    parts = []
-    for key, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-        if key in ctx:
-            parts.append(f"{sym} {ctx[key]}")
-    if "min_length" in ctx:
-        parts.append(f"length >= {ctx['min_length']}")
-    if parts:
-        return " and ".join(parts)
-    if "expected" in ctx:
-        return str(ctx["expected"])
-    kind = err.get("type", "")
-    return {
-        "int_type": "a whole number",
-        "int_parsing": "a whole number",
-        "int_from_float": "a whole number",
-        "float_type": "a number",
-        "float_parsing": "a number",
-        "bool_type": "True or False",
-        "bool_parsing": "True or False",
-        "string_type": "a string",
-        "list_type": "a list",
-        "dict_type": "a dict",
-        "extra_forbidden": "no such option",
-    }.get(kind, err.get("msg", ""))
-
-
-def format_problem(loc: str, value: Any, allowed: str, fix: str, msg: str = "") -> str:
-    line = f"  - {loc} = {value!r}: "
-    line += f"{msg}; " if msg else ""
-    line += f"allowed: {allowed}. Fix: {fix}."
-    return line
-
-
-def format_validation_error(e: ValidationError, where: str) -> str:
-    lines = [f"{where}: {e.error_count()} invalid option(s):"]
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "value"
-        head = str(err["loc"][0]) if err["loc"] else ""
-        lines.append(
-            format_problem(loc, err.get("input"), _allowed(err), _FIXES.get(head, "correct the value"), err["msg"])
-        )
-    return "\n".join(lines)
 
 
 class FunctionOptions(BaseModel):
@@ -124,7 +64,7 @@ class FunctionOptions(BaseModel):
     @field_validator("image")
     @classmethod
     def _image_type(cls, v: Any) -> Any:
-        from ._image import Image
+        from .._image._image import Image
 
         if v is not None and not isinstance(v, Image):
             raise ValueError(f"image must be an apothic.Image, got {type(v).__name__}")
@@ -181,7 +121,7 @@ def _schedule_problems(schedule: Any, fn: Any) -> list[str]:
         return []
     problems = []
     if isinstance(schedule, Cron):
-        from ._cron import cron_problems, timezone_problems
+        from .._schedule._cron import cron_problems, timezone_problems
 
         for msg in cron_problems(schedule.expression) + timezone_problems(schedule.timezone):
             problems.append(format_problem("schedule", schedule, "a valid apothic.Cron", "see apothic.Cron", msg))

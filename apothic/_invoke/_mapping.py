@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from ._blobs import load, offload
-from ._client import get_client, search_attributes
-from ._contracts import (
+from .._contracts import (
     MAP_WORKFLOW,
     MapFeed,
     MapFeedResult,
@@ -24,9 +22,11 @@ from ._contracts import (
     MapResults,
     MapResultsRequest,
 )
+from .._control._client import get_client, search_attributes
+from .._data._blobs import load, offload
+from .._data._serialization import CloudPickled
+from ..exceptions import CallTimeoutError, InvalidError
 from ._job import translate_failure
-from ._serialization import CloudPickled
-from .exceptions import CallTimeoutError, InvalidError
 
 if TYPE_CHECKING:
     from ._function import _Invocable

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .exceptions import InvalidError
+from ..exceptions import InvalidError
 
 CONFIG_FILENAME = "temporal-dev.yaml"
 _TRUE = {"1", "true", "yes", "on"}
@@ -217,7 +217,7 @@ class BlobSettings:
     @classmethod
     def resolve(cls, section: BlobSettings, where: str, env: Any = os.environ) -> BlobSettings:
         """``section`` with the environment's overrides, checked, its folder made absolute."""
-        from ._serialization import MAX_INLINE_BYTES
+        from .._data._serialization import MAX_INLINE_BYTES
 
         values: dict[str, Any] = dataclasses.asdict(section)
         source = {name: f"{where} {name}" for name in values}

@@ -81,7 +81,7 @@ _LOCAL_ONLY = {"hash": False}
 
 
 def _invalid(message: str) -> NoReturn:
-    from .exceptions import InvalidError
+    from ..exceptions import InvalidError
 
     raise InvalidError(message)
 

@@ -1,6 +1,6 @@
 """Large values travel by reference: the blob store.
 
-A :class:`~apothic._serialization.CloudPickled` whose pickle is at least
+A :class:`~apothic._data._serialization.CloudPickled` whose pickle is at least
 ``BlobSettings.threshold_bytes`` long is written to the blob store by the process that made
 it (the client for arguments, the container for results) and travels as a reference
 (``CloudPickled.blob``, a few hundred bytes): workflow histories, the control worker and the
@@ -38,9 +38,9 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
-from ._config import BlobSettings
+from .._control._config import BlobSettings
+from ..exceptions import InvalidError
 from ._serialization import CloudPickled
-from .exceptions import InvalidError
 
 # What a stored payload holds: the raw cloudpickle bytes.
 ENCODING = b"binary/cloudpickle"

@@ -3,49 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
-from ._config import load_settings
+from .._control._config import load_settings
+from ..exceptions import ApothicError, InvalidError
+from ._appfile import apps_in, load_app_file
 from ._offers import add_offers_parser
-from .exceptions import ApothicError, InvalidError
 
 EPILOG = """\
 The Temporal server: APOTHIC_TEMPORAL_ADDRESS (with APOTHIC_TEMPORAL_NAMESPACE, APOTHIC_TEMPORAL_TLS,
 APOTHIC_TEMPORAL_API_KEY) when set; otherwise the embedded dev server of temporal-dev.yaml, which
 clients start on demand (with a control worker) and `apothic stop` stops.
 """
-
-
-def load_app_file(path: str) -> Any:
-    """Import a user's app file as a module named after it."""
-    p = Path(path).resolve()
-    if not p.is_file():
-        raise InvalidError(f"{path}: no such file. Fix: give the path of a Python file that defines an App.")
-    sys.path.insert(0, str(p.parent))
-    name = p.stem
-    spec = importlib.util.spec_from_file_location(name, p)
-    if spec is None or spec.loader is None:
-        raise InvalidError(f"{path}: cannot be imported as Python.")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def apps_in(module: Any) -> list[Any]:
-    from ._app import App
-
-    apps = [v for v in vars(module).values() if isinstance(v, App)]
-    if not apps:
-        raise InvalidError(f"{module.__file__} defines no apothic.App. Fix: add `app = apothic.App('name')`.")
-    return apps
 
 
 def _parse_arg(text: str) -> Any:
@@ -56,7 +30,7 @@ def _parse_arg(text: str) -> Any:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from ._embedded import register_pid, server_command
+    from .._control._embedded import register_pid, server_command
 
     settings = load_settings(port=args.port, ui_port=args.ui_port, db_filename=args.db_filename,
                              headless=True if args.headless else None, ip=args.ip)
@@ -82,7 +56,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from ._embedded import port_open, register_pid, server_command, wait_for_port
+    from .._control._embedded import (
+        port_open,
+        register_pid,
+        server_command,
+        wait_for_port,
+    )
 
     settings = load_settings(port=args.port, ui_port=args.ui_port, db_filename=args.db_filename)
     server = settings.server
@@ -164,8 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _list_jobs(app: str | None, limit: int) -> list[dict[str, Any]]:
-    from ._client import get_client
-    from ._contracts import INVOCATION_WORKFLOW, SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
+    from .._contracts import INVOCATION_WORKFLOW, SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
+    from .._control._client import get_client
 
     client = await get_client()
     query = f"WorkflowType = '{INVOCATION_WORKFLOW}'"
@@ -185,8 +164,8 @@ async def _list_jobs(app: str | None, limit: int) -> list[dict[str, Any]]:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from ._job import Job
-    from ._loop import run_blocking
+    from .._control._loop import run_blocking
+    from .._invoke._job import Job
 
     if args.jobs_cmd == "list":
         rows = run_blocking(_list_jobs(args.app, args.limit))
@@ -218,7 +197,7 @@ def _when(value: Any, tz: str) -> str:
 def cmd_schedules(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from ._schedules import Schedules
+    from .._schedule._schedules import Schedules
 
     schedules = Schedules()
     if args.schedules_cmd == "list":
@@ -267,7 +246,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 
 
 def add_schedules_parser(sub: Any) -> None:
-    from ._resources import OVERLAP_POLICIES
+    from .._options._resources import OVERLAP_POLICIES
 
     sc = sub.add_parser("schedules", help="list and manage schedules",
                         description="Schedules of deployed functions (schedule=Cron(...) or Period(...)): "
@@ -299,7 +278,7 @@ def add_schedules_parser(sub: Any) -> None:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from ._embedded import stop_embedded
+    from .._control._embedded import stop_embedded
 
     stopped = stop_embedded()
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))

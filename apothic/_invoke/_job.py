@@ -8,19 +8,22 @@ import enum
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from ._blobs import load
-from ._client import get_client
-from ._connection import ControlPlaneClient
-from ._contracts import EXECUTE_ACTIVITY, InvocationResult
-from ._loop import AioNamespace, synced, synced_iter
-from ._serialization import CloudPickled
-from ._watch import JobEvent, check_event_types, start_offset, stream_events
-from .exceptions import (
+from .._contracts import EXECUTE_ACTIVITY, InvocationResult
+from .._control._client import get_client
+from .._control._connection import ControlPlaneClient
+from .._control._loop import AioNamespace, synced, synced_iter
+from .._data._blobs import load
+from .._data._serialization import CloudPickled
+from ..exceptions import (
     ApothicError,
     CallTimeoutError,
     FunctionTimeoutError,
@@ -29,6 +32,7 @@ from .exceptions import (
     PlacementError,
     RemoteError,
 )
+from ._watch import JobEvent, check_event_types, start_offset, stream_events
 
 
 class JobStatus(str, enum.Enum):

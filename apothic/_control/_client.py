@@ -6,12 +6,16 @@ import asyncio
 from typing import Any
 
 from temporalio.client import Client, TLSConfig
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
 from temporalio.service import RPCError
 
+from .._contracts import SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
+from ..exceptions import ConnectionError as ApothicConnectionError
 from ._config import Settings, load_settings
-from ._contracts import SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
-from .exceptions import ConnectionError as ApothicConnectionError
 
 _clients: dict[tuple[int, str, str], Client] = {}
 # How long a connection waits for a server that is up but still starting.

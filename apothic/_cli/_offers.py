@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from .exceptions import InvalidError
+from ..exceptions import InvalidError
 
 _FLAGS = (
     ("gpu_count", int), ("min_vram_gb", float), ("max_cost_per_hour_usd", float),
@@ -66,8 +66,8 @@ def _filters(specs: list[str]) -> dict[str, dict[str, Any]]:
 
 def _from_function(target: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """The function's placement options, its sizing, and whether its image needs a container."""
-    from ._cli import apps_in, load_app_file
-    from ._validation import placement_options
+    from .._options._validation import placement_options
+    from ._appfile import apps_in, load_app_file
 
     path, _, fn_name = target.partition("::")
     functions = {name: f for app in apps_in(load_app_file(path)) for name, f in app.registered_functions.items()}
@@ -90,10 +90,10 @@ def _row(rank: int, o: Any) -> dict[str, Any]:
 
 
 def cmd_offers(args: argparse.Namespace) -> int:
-    from ._config import apothic_home, load_settings
-    from ._loop import run_blocking
-    from .placement import FilterError, choose, placement_query
-    from .placement.providers.offers import explain_no_match, gather_offers
+    from .._control._config import apothic_home, load_settings
+    from .._control._loop import run_blocking
+    from ..placement import FilterError, choose, placement_query
+    from ..placement.providers.offers import explain_no_match, gather_offers
 
     options: dict[str, Any] = {}
     sizing: dict[str, Any] = {"cpu": 1, "memory_mb": 1024, "disk_gb": None}

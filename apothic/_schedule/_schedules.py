@@ -35,9 +35,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from ._client import get_client, search_attributes
-from ._connection import ControlPlaneClient
-from ._contracts import (
+from .._contracts import (
     INVOCATION_WORKFLOW,
     FunctionSpec,
     InvocationInput,
@@ -47,11 +45,13 @@ from ._contracts import (
     schedule_id,
     scheduled_job_prefix,
 )
+from .._control._client import get_client, search_attributes
+from .._control._connection import ControlPlaneClient
+from .._control._loop import AioNamespace, synced
+from .._data._serialization import CloudPickled
+from .._options._resources import Cron, Period
+from ..exceptions import InvalidError, NotFoundError
 from ._cron import next_cron_times, next_period_times
-from ._loop import AioNamespace, synced
-from ._resources import Cron, Period
-from ._serialization import CloudPickled
-from .exceptions import InvalidError, NotFoundError
 
 SCHEDULE_PREFIX = "apothic-schedule:"
 # The action's memo key: the ScheduleConfig as written (Temporal keeps only the compiled spec).

@@ -17,31 +17,31 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from ._client import get_client, search_attributes
-from ._connection import ControlPlaneClient
-from ._contracts import (
+from .._contracts import (
     APP_MEMO_KEY,
     INVOCATION_WORKFLOW,
     NAME_RE,
+    TERMINAL_EVENT_TYPES,
     AppMemo,
     Deployment,
     InvocationInput,
     InvocationResult,
-    TERMINAL_EVENT_TYPES,
     app_workflow_id,
     make_deployment,
 )
+from .._control._client import get_client, search_attributes
+from .._control._connection import ControlPlaneClient
+from .._control._loop import AioNamespace, synced, synced_iter
+from .._data._blobs import load, offload
+from .._data._serialization import CloudPickled
+from ..exceptions import CallTimeoutError, InvalidError, NotFoundError, RemoteError
 from ._job import Job, translate_failure
-from ._loop import AioNamespace, synced, synced_iter
 from ._mapping import run_map, spawn_each
-from ._blobs import load, offload
-from ._serialization import CloudPickled
 from ._watch import JobEvent, check_event_types, stream_events
-from .exceptions import CallTimeoutError, InvalidError, NotFoundError, RemoteError
 
 if TYPE_CHECKING:
-    from ._app import App
-    from ._validation import FunctionOptions
+    from .._app import App
+    from .._options._validation import FunctionOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,0 +1,1 @@
+"""Values in transit: pickled envelopes, the blob store and checkpoints."""

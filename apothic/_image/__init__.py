@@ -1,0 +1,1 @@
+"""The image specification: immutable steps with a stable content hash."""

@@ -1,0 +1,1 @@
+"""What a call does: functions, jobs, maps and event streams."""

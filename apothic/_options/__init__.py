@@ -1,0 +1,1 @@
+"""What the decorator accepts: option types (resources) and their checks (validation)."""

@@ -1,0 +1,1 @@
+"""Schedules: the cron dialect and the Temporal Schedules made at deploy."""
