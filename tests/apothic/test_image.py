@@ -1,4 +1,4 @@
-"""Tests for apothic._image._image: the image specification value and its hash."""
+"""Tests for apothic._image: the image specification value and its hash."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from apothic._image._image import (
+from apothic._image import (
     SUPPORTED_PYTHON_VERSIONS,
     AddLocalDirStep,
     AddLocalFileStep,
@@ -676,7 +676,7 @@ def test_hash_is_stable_across_processes(tmp_path):
     image = _full_image(tmp_path)
     script = textwrap.dedent(
         f"""
-        from apothic._image._image import Image
+        from apothic._image import Image
         image = (
             Image.debian_slim("3.11")
             .pip_install("pandas", "numpy", pre=True, index_url="https://a.example/simple")
@@ -706,3 +706,30 @@ def test_hash_is_stable_across_processes(tmp_path):
         assert out.returncode == 0, out.stderr
         hashes.add(out.stdout.strip())
     assert hashes == {image.hash}
+
+
+# --------------------------------------------------------------------------- module layout
+
+
+def test_image_modules_import_only_the_layers_below_them():
+    # Bottom to top; a module may import only those before it, so there are no cycles.
+    import ast
+    import importlib
+
+    import apothic._image as package
+
+    layers = ["_checks", "_canonical", "_tree", "_base", "_steps", "_sources", "_spec"]
+    folder = os.path.dirname(package.__file__)
+    on_disk = sorted(n[:-3] for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py")
+    assert on_disk == sorted(layers)
+    for i, name in enumerate(layers):
+        with open(os.path.join(folder, f"{name}.py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        }
+        assert imported <= set(layers[:i]), (name, imported - set(layers[:i]))
+        importlib.import_module(f"apothic._image.{name}")
+    assert all(hasattr(package, n) for n in package.__all__)
