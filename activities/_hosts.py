@@ -24,7 +24,7 @@ from typing import Any
 
 from apothic._control._config import ProviderSettings, apothic_home
 from apothic._contracts import FunctionSpec
-from apothic._image._image import Image
+from apothic._image import Image
 from apothic.placement import Offer, placement_query
 from apothic.placement.providers import (
     DockerProvider,
@@ -38,8 +38,7 @@ from apothic.placement.providers import (
 from apothic.placement.providers.docker import DockerUnavailable
 from apothic.placement.providers.process import EXIT_UNKNOWN
 from apothic.placement.providers.vast import InstanceNotFound, VastError
-from apothic.placement.providers.docker_images import ImageNotSupported
-from apothic.placement.providers.venv_images import check_venv_image, read_venv_image
+from apothic.placement.providers.images import ImageNotSupported, check_venv_image, read_venv_image
 
 # Called with (event, data) for each step worth telling the job (image build, provisioning).
 Progress = Callable[[str, dict[str, Any]], Awaitable[None] | None]

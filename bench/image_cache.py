@@ -27,8 +27,7 @@ import asyncio, sys, time
 from pathlib import Path
 from apothic import Image
 kind, marker, root = sys.argv[1], sys.argv[2], sys.argv[3]
-from apothic.placement.providers.docker_images import ensure_image
-from apothic.placement.providers.venv_images import ensure_venv
+from apothic.placement.providers.images import ensure_image, ensure_venv
 import docker
 image = Image.debian_slim("3.11").pip_install("termcolor").env(APOTHIC_BENCH=marker)
 async def main():
@@ -53,12 +52,12 @@ async def bench(kind: str, repeat: int, root: Path) -> None:
     marker = uuid.uuid4().hex
     image = Image.debian_slim("3.11").pip_install("termcolor").env(APOTHIC_BENCH=marker)
     if kind == "docker":
-        from apothic.placement.providers.docker_images import ensure_image
+        from apothic.placement.providers.images import ensure_image
 
         async def ensure():
             return await ensure_image(image, registry=None)
     else:
-        from apothic.placement.providers.venv_images import ensure_venv
+        from apothic.placement.providers.images import ensure_venv
 
         async def ensure():
             return await ensure_venv(image, root=root)

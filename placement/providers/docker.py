@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from apothic.exceptions import ApothicError
 from apothic.placement import Offer
 
-from .docker_images import ImageRef
+from .images import ImageRef
 from .process import CONTAINER_ENV, EXIT_UNKNOWN
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import os
 import urllib.request
 
 import pytest
-from apothic.placement.providers.docker_images import BASE_IMAGES
+from apothic.placement.providers.images import BASE_IMAGES
 
 BASE = BASE_IMAGES["3.11"]
 REGISTRY = os.environ.get("APOTHIC_TEST_REGISTRY", "127.0.0.1:5000")

@@ -16,7 +16,7 @@ from apothic.placement.providers.docker import (
     ContainerStartFailed,
     DockerProvider,
 )
-from apothic.placement.providers.docker_images import ensure_image
+from apothic.placement.providers.images import ensure_image
 
 from apothic import Image
 

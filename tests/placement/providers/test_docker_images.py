@@ -18,7 +18,7 @@ from pathlib import Path
 
 import docker.errors
 import pytest
-from apothic.placement.providers.docker_images import (
+from apothic.placement.providers.images import (
     DERIVED_REPOSITORY,
     ImageBuildFailed,
     ensure_image,
@@ -102,9 +102,8 @@ async def rich_build(engine, rich_image: Image):
 
 async def test_base_only_debian_slim_resolves_to_the_local_base(engine):
     lines: list[str] = []
-    started = time.perf_counter()
     ref = await ensure_image(Image.debian_slim("3.11"), registry=REGISTRY, on_output=lines.append)
-    assert time.perf_counter() - started < 2
+    assert lines == []  # nothing built, pulled or pushed
     assert ref.ref == BASE and not ref.built and not ref.has_runtime
     assert ref.image_id == engine.images.get(BASE).id
     assert ref.pushed_ref is None  # base images are not pushed
@@ -168,7 +167,8 @@ async def test_same_hash_is_reused_in_milliseconds(engine, rich_image, rich_buil
         timings.append(time.perf_counter() - started)
     assert not again.built and again.image_id == ref.image_id
     assert lines == []
-    assert min(timings) < 0.05, (timings, first_s)
+    # A hash lookup, no build: well under a second even on a busy machine (a build takes seconds).
+    assert min(timings) < 0.5, (timings, first_s)
 
 
 async def test_a_changed_step_builds_a_new_tag_and_apt_works(engine, rich_build):
@@ -232,14 +232,15 @@ async def test_push_to_the_local_registry_and_pull_back(engine, rich_image, rich
 
 
 async def test_missing_registry_image_is_named_without_pulling(engine):
-    started = time.perf_counter()
+    lines: list[str] = []
     with pytest.raises(
         ImageBuildFailed, match=r"'ghcr\.io/apothic-test/absent:1' is not on this Docker engine"
     ):
         await ensure_image(
-            Image.from_registry("ghcr.io/apothic-test/absent:1").pip_install("six"), registry=None
+            Image.from_registry("ghcr.io/apothic-test/absent:1").pip_install("six"), registry=None,
+            on_output=lines.append,
         )
-    assert time.perf_counter() - started < 5
+    assert lines and not [line for line in lines if line.startswith("pulling")], lines
 
 
 @pytest.fixture(scope="module")

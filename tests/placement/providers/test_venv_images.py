@@ -12,16 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from apothic.placement.providers.docker_images import (
+from apothic.placement.providers.images import (
+    MANIFEST,
     ImageBuildFailed,
     ImageNotSupported,
-    repack_distribution,
-)
-from apothic.placement.providers.venv_images import (
-    MANIFEST,
     ensure_venv,
     find_uv,
     read_venv_image,
+    repack_distribution,
 )
 
 from apothic import Image

@@ -33,13 +33,11 @@ other's build is discarded. Nothing removes old venvs.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import fcntl
 import functools
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -47,12 +45,12 @@ import shutil
 import sys
 import sysconfig
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from apothic._image._image import (
-    _PYTHON_SOURCE_EXCLUDES,
+from apothic._image import (
+    PYTHON_SOURCE_EXCLUDES,
     AddLocalDirStep,
     AddLocalFileStep,
     AddLocalPythonSourceStep,
@@ -63,26 +61,19 @@ from apothic._image._image import (
     RunCommandsStep,
     UvPipInstallStep,
     WorkdirStep,
-    _walk_tree,
+    walk_tree,
 )
 
-from .docker_images import (
-    ImageBuildFailed,
-    ImageNotSupported,
-    host_ca_bundle,
-    host_pip_settings,
-    runtime_pins,
-    runtime_source,
-    runtime_wheels,
-)
+from .errors import ImageBuildFailed, ImageNotSupported
+from .output import BuildOutput, OnOutput, step_name
+from .pip_settings import QUIET_PIP_ENV, host_ca_bundle, host_pip_settings, step_pip_options
+from .runtime import host_python, installed_record, runtime_pins, runtime_source
+from .wheels import runtime_wheels
 
-__all__ = ["MANIFEST", "VenvImage", "ensure_venv", "find_uv", "read_venv_image"]
+__all__ = ["MANIFEST", "VenvImage", "check_venv_image", "ensure_venv", "find_uv", "read_venv_image"]
 
 #: The file in each venv that records what the caller needs to run in it.
 MANIFEST = "apothic-image.json"
-_TAIL_LINES = 60
-
-OnOutput = Callable[[str], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +128,6 @@ def find_uv() -> str | None:
     return None
 
 
-def _host_python() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
 def check_venv_image(image: Image) -> None:
     """Raise :class:`ImageNotSupported` listing every part a venv cannot honour."""
     problems = []
@@ -151,22 +138,22 @@ def check_venv_image(image: Image) -> None:
         problems.append(
             f"Image.from_dockerfile({base.dockerfile_path or '<dockerfile>'!r}) needs a container build"
         )
-    elif base.python_version and base.python_version != _host_python():
+    elif base.python_version and base.python_version != host_python():
         problems.append(
             f"Image.debian_slim(python_version={base.python_version!r}) needs Python "
-            f"{base.python_version}, but this host runs Python {_host_python()}"
+            f"{base.python_version}, but this host runs Python {host_python()}"
         )
     for step in image.steps:
         if isinstance(step, AptInstallStep):
-            problems.append(f"{step._repr().lstrip('.')} installs Debian packages, which needs a container")
+            problems.append(f"{step_name(step)} installs Debian packages, which needs a container")
         elif isinstance(step, RunCommandsStep):
-            problems.append(f"{step._repr().lstrip('.')} runs shell commands, which needs a container")
+            problems.append(f"{step_name(step)} runs shell commands, which needs a container")
     if problems:
         listed = "; ".join(problems)
         first = problems[0].split(" ", 1)[0]
         fixes = []
-        if base.kind != "debian_slim" or (base.python_version and base.python_version != _host_python()):
-            fixes.append(f"start from Image.debian_slim({_host_python()!r})")
+        if base.kind != "debian_slim" or (base.python_version and base.python_version != host_python()):
+            fixes.append(f"start from Image.debian_slim({host_python()!r})")
         if any(isinstance(st, (AptInstallStep, RunCommandsStep)) for st in image.steps):
             fixes.append("remove the container-only steps")
         other = " and ".join(fixes)
@@ -188,7 +175,7 @@ def _runtime_key() -> str:
     if src.source_root is not None:
         digest.update(f"editable:{src.source_root}\n".encode())
     else:
-        digest.update((importlib.metadata.distribution("apothic").read_text("RECORD") or "").encode())
+        digest.update(installed_record().encode())
     return digest.hexdigest()[:10]
 
 
@@ -196,14 +183,12 @@ class _Runner:
     """Runs build commands, streaming their output and keeping each step's tail."""
 
     def __init__(self, on_output: OnOutput | None, venv: Path) -> None:
-        self.on_output = on_output
-        self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self.out = BuildOutput(on_output)
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
         env.update(
             VIRTUAL_ENV=str(venv),
             PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-            PIP_DISABLE_PIP_VERSION_CHECK="1",
-            PIP_NO_INPUT="1",
+            **QUIET_PIP_ENV,
         )
         # uv reads no pip configuration: give it the CA bundle pip trusts, as the Docker
         # builds do, so that uv installs work wherever pip's do.
@@ -213,13 +198,10 @@ class _Runner:
         self.env = env
 
     def line(self, text: str) -> None:
-        self.tail.append(text)
-        if self.on_output is not None:
-            self.on_output(text)
+        self.out.line(text)
 
     def start(self, step: str) -> None:
-        self.tail.clear()
-        self.line(f"==> {step}")
+        self.out.start_step(step)
 
     async def run(self, step: str, argv: Sequence[str], reason: str = "") -> None:
         """Run ``argv``; raise ImageBuildFailed naming ``step`` when it fails."""
@@ -233,7 +215,7 @@ class _Runner:
                 env=self.env,
             )
         except OSError as e:
-            raise ImageBuildFailed(step, "\n".join(self.tail), reason=f"cannot run {argv[0]}: {e}") from None
+            raise ImageBuildFailed(step, self.out.tail_text(), reason=f"cannot run {argv[0]}: {e}") from None
         assert proc.stdout is not None
         try:
             partial = b""
@@ -250,7 +232,7 @@ class _Runner:
             await proc.wait()
             raise
         if code != 0:
-            raise ImageBuildFailed(step, "\n".join(self.tail), reason=reason or f"exited with status {code}")
+            raise ImageBuildFailed(step, self.out.tail_text(), reason=reason or f"exited with status {code}")
 
 
 def _copy_file(src: str, dest: Path) -> None:
@@ -259,9 +241,9 @@ def _copy_file(src: str, dest: Path) -> None:
 
 
 def _copy_tree(src: str, dest: Path, ignore: tuple[str, ...]) -> None:
-    """Copy a tree as :func:`apothic._image._image._walk_tree` (which the image hash also walks) gives it."""
+    """Copy a tree as :func:`apothic._image.walk_tree` (which the image hash also walks) gives it."""
     dest.mkdir(parents=True, exist_ok=True)
-    for full, rel, kind in _walk_tree(src, ignore):
+    for full, rel, kind in walk_tree(src, ignore):
         if kind == "dir":
             (dest / rel).mkdir(exist_ok=True)
         elif kind == "link":
@@ -311,16 +293,10 @@ async def _build(image: Image, store: Path, run: _Runner) -> dict[str, Any]:
     env: dict[str, str] = {}
     workdir: Path | None = None
     for step in image.steps:
-        name = step._repr().lstrip(".")
+        name = step_name(step)
         run.start(name)
         if isinstance(step, (PipInstallStep, UvPipInstallStep)):
-            opts = []
-            if step.index_url:
-                opts += ["--index-url", step.index_url]
-            if step.extra_index_url:
-                opts += ["--extra-index-url", step.extra_index_url]
-            if step.pre:
-                opts.append("--pre")
+            opts = step_pip_options(step)
             if isinstance(step, UvPipInstallStep) and uv:
                 argv = [uv, "pip", "install", "--python", str(py), *settings.uv_args(), *opts, *step.packages]
             else:
@@ -341,7 +317,7 @@ async def _build(image: Image, store: Path, run: _Runner) -> dict[str, Any]:
             for s in step.sources:
                 dest = sources / s.target
                 if s.is_package:
-                    await asyncio.to_thread(_copy_tree, s.local_path, dest, _PYTHON_SOURCE_EXCLUDES)
+                    await asyncio.to_thread(_copy_tree, s.local_path, dest, PYTHON_SOURCE_EXCLUDES)
                 else:
                     await asyncio.to_thread(_copy_file, s.local_path, dest)
         else:  # check_venv_image refused the rest
