@@ -13,12 +13,14 @@ all; a watcher refused by either reads the stream by query every ``QUERY_POLL_S`
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from temporalio.api.common.v1 import Payload
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -30,9 +32,6 @@ from temporalio.contrib.workflow_streams import (
     PollInput,
     PollResult,
     WorkflowStreamClient,
-)
-from temporalio.contrib.workflow_streams._types import (
-    _decode_payload,  # the stream's wire format
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -49,6 +48,18 @@ POLL_COOLDOWN = timedelta(milliseconds=250)
 QUERY_POLL_S = 0.5
 _POLL = "__temporal_workflow_stream_poll"
 _OFFSET = "__temporal_workflow_stream_offset"
+
+
+def _decode_payload(wire: str) -> Payload:
+    """One item of a stream poll's result as it travels: base64 of a serialized ``Payload``.
+
+    ``temporalio.contrib.workflow_streams`` decodes items only inside ``subscribe`` and exports
+    no decoder, so the query fallback, which reads ``PollResult`` itself, decodes them here
+    (the wire shape is documented on its ``PublishEntry``).
+    """
+    payload = Payload()
+    payload.ParseFromString(base64.b64decode(wire))
+    return payload
 
 
 @dataclasses.dataclass(frozen=True)
