@@ -2,16 +2,24 @@
 
 Every error Apothic raises on purpose derives from :class:`ApothicError`. No
 ``temporalio`` or ``docker`` exception reaches a user: they are translated at the
-edge. A user function's own exception is re-raised as its own type, with the
-remote traceback attached as a note (``exc.__notes__``).
+edge (``apothic/_control/_errors.py``; the original stays chained as ``__cause__``). A
+user function's own exception is re-raised as its own type, with the remote traceback
+attached as a note (``exc.__notes__``).
 
 ::
 
     ApothicError
     ├── InvalidError            bad option, argument or name; nothing was submitted
     │   └── NotSupportedError   a valid option whose behaviour is not built yet
-    ├── NotFoundError           no such app, function, deployment or job
-    ├── ConnectionError         the Temporal server could not be reached
+    ├── NotFoundError           no such app, function, deployment, job, schedule or namespace
+    ├── ConnectionError         the Temporal server could not be reached: nothing listens at
+    │                           the address, it does not answer, or the connection broke
+    ├── ServerTimeoutError      a request got no answer within its deadline (a query or an
+    │                           update also waits for a control worker)
+    ├── PermissionDeniedError   the server refused the credentials (API key, TLS certificate)
+    │                           or this caller may not do that in the namespace
+    ├── ServerError             the server refused or failed a request for another reason
+    │                           (``status``: the gRPC status name; the message is the server's)
     ├── PlacementError          no machine fits, or none could be started
     ├── RemoteError             the remote side failed in a way that has no local type
     ├── FunctionTimeoutError    the function's own ``timeout_s`` expired
@@ -30,8 +38,11 @@ __all__ = [
     "JobCancelledError",
     "NotFoundError",
     "NotSupportedError",
+    "PermissionDeniedError",
     "PlacementError",
     "RemoteError",
+    "ServerError",
+    "ServerTimeoutError",
 ]
 
 
@@ -52,7 +63,44 @@ class NotFoundError(ApothicError):
 
 
 class ConnectionError(ApothicError):  # noqa: A001 - deliberate, namespaced as apothic.exceptions
-    """The Temporal server could not be reached or refused the connection."""
+    """The Temporal server could not be reached: nothing listens at the address, the host
+    name does not resolve, it accepted the connection but did not answer in time, or the
+    connection broke. The message names the address and the fix.
+
+    Attributes:
+        address: the ``host:port`` that was tried ("" when not known).
+    """
+
+    def __init__(self, message: str, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class ServerTimeoutError(ApothicError):
+    """A request to the Temporal server got no answer within its deadline.
+
+    A query or an update (a job's events, a map's results, a deploy) is answered by a
+    control worker, so this also means that none is running.
+    """
+
+
+class PermissionDeniedError(ApothicError):
+    """The server refused the credentials (``APOTHIC_TEMPORAL_API_KEY``, the TLS
+    certificate) or does not let this caller do that in the namespace."""
+
+
+class ServerError(ApothicError):
+    """The Temporal server refused or failed a request for a reason that has no more
+    specific type here. The message is the server's.
+
+    Attributes:
+        status: the gRPC status name (``"INVALID_ARGUMENT"``, ``"RESOURCE_EXHAUSTED"``, ...),
+            or "" when the failure did not come with one.
+    """
+
+    def __init__(self, message: str, status: str = "") -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class PlacementError(ApothicError):

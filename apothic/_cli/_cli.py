@@ -38,8 +38,12 @@ def cmd_server(args: argparse.Namespace) -> int:
     cmd = server_command(server)
     ui = "off (--headless)" if server.headless else f"http://{server.ip}:{server.ui_port}"
     print(f"Temporal dev server on {server.ip}:{server.port}, Web UI {ui}, database {server.db_path()}", flush=True)
+    # SIGTERM before the child exists ends this command; after, it stops the child (and so this
+    # command). Set both before Popen so that no moment leaves a server nobody knows of.
+    child: list[subprocess.Popen] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: child[0].terminate() if child else sys.exit(143))
     proc = subprocess.Popen(cmd)
-    signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
+    child.append(proc)
     if not os.environ.get("APOTHIC_TEMPORAL_ADDRESS") and args.port in (None, load_settings().server.port):
         register_pid("server", proc.pid)
     try:
@@ -72,6 +76,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         procs.append(proc)
         wait_for_port(server.ip, server.port, proc=proc)
     env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"  # the worker's lines reach a pipe as they are printed
     if args.port:
         env["APOTHIC_TEMPORAL_ADDRESS"] = f"{server.ip}:{server.port}"
     worker = subprocess.Popen([sys.executable, "-m", "apothic.worker"], env=env)
@@ -179,8 +184,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     job = Job.from_id(args.job_id)
     if args.jobs_cmd == "status":
         print(job.status())
-    elif args.jobs_cmd == "logs":
-        sys.stdout.write(job.logs())
+    elif args.jobs_cmd == "logs":  # every attempt's output, each under "--- attempt N (...) ---" after a retry
+        logs = job.logs()
+        sys.stdout.write(logs if not logs or logs.endswith("\n") else logs + "\n")
     elif args.jobs_cmd == "cancel":
         job.cancel()
         print(f"{job.job_id}: {job.status()}")
@@ -278,10 +284,12 @@ def add_schedules_parser(sub: Any) -> None:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    from .._control._config import apothic_home
     from .._control._embedded import stop_embedded
 
-    stopped = stop_embedded()
-    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    stopped = stop_embedded(report=lambda what: print(f"stopped {what}", flush=True))
+    if not stopped:
+        print(f"nothing was running for {apothic_home()}", flush=True)
     return 0
 
 
@@ -292,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--debug", action="store_true",
+                   help="on an error, print its full traceback (also APOTHIC_DEBUG=1); accepted after the "
+                        "command too")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def server_flags(sp: argparse.ArgumentParser) -> None:
@@ -326,9 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.set_defaults(func=cmd_deploy)
 
     r = sub.add_parser("run", help="deploy a file's app and call one function",
-                       description="Deploy the app of FILE and call FUNCTION remotely with ARGS (each parsed as "
-                                   "JSON, else taken as a string); print its result, its logs go to stderr.",
-                       epilog="example: apothic run examples/quickstart.py::square 7")
+                       description="Deploy the app of FILE and call FUNCTION remotely with ARGS (each parsed\n"
+                                   "as JSON, else taken as a string); print its result, its logs go to stderr.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example, from the root folder of the Apothic repository (prints 49):\n"
+                              "  apothic run examples/quickstart.py::slow_square 7")
     r.add_argument("target", metavar="FILE[::FUNCTION]")
     r.add_argument("args", nargs="*", metavar="ARGS")
     r.add_argument("--detach", action="store_true", help="print the job id and return at once")
@@ -349,22 +362,85 @@ def build_parser() -> argparse.ArgumentParser:
     add_schedules_parser(sub)
     add_offers_parser(sub)
 
-    st = sub.add_parser("stop", help="stop the background dev server and worker clients started",
-                        description="Stop the embedded dev server and control workers that clients started in "
-                                    "the background (their database is kept).")
+    st = sub.add_parser(
+        "stop", help="stop the dev server, control workers and containers running in the background",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Stop what runs in the background for this APOTHIC_HOME (default ~/.apothic), in this order:
+
+  1. the function containers connected to the embedded dev server (the address and namespace
+     of temporal-dev.yaml): the processes `python -m apothic.runtime` that its control workers
+     started on this host (logs in $APOTHIC_HOME/logs/containers/) and, when the Docker engine
+     answers, the Docker containers of the docker provider (label apothic.provider=docker);
+  2. the control workers registered in $APOTHIC_HOME/run/ (started by clients, `apothic dev` or
+     `apothic worker`), then the containers they started meanwhile;
+  3. the embedded Temporal dev server (started by a client, `apothic server` or `apothic dev`).
+
+Each gets SIGTERM (a container takes no new input and finishes the one it runs), then SIGKILL
+after 10 s. Pid files of processes that are gone are removed. The database and the logs are
+kept: the next client starts everything again. Containers of another Temporal server
+(APOTHIC_TEMPORAL_ADDRESS) and machines rented from Vast.ai are not stopped by this command.""")
     st.set_defaults(func=cmd_stop)
     return p
 
 
+def _global_debug(argv: list[str]) -> list[str]:
+    """``argv`` with a ``--debug`` given after the command (before any ``--``) moved to the front."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:end]:
+        return argv
+    return ["--debug", *(a for i, a in enumerate(argv) if i >= end or a != "--debug")]
+
+
+def _report(error: Exception, debug: bool) -> int:
+    """Print ``error`` as one ``apothic: error:`` line (its traceback first with ``debug``); exit code 1.
+
+    A ``temporalio`` exception a command let through is translated like the SDK's (the
+    original stays chained); an unexpected exception (a bug, or the user's own exception
+    re-raised from a remote function) is named by type, with a hint to rerun with --debug.
+    """
+    import traceback
+
+    from .._control._errors import is_user_exception, translate_error
+
+    try:
+        settings = load_settings()
+    except Exception:  # noqa: BLE001 - the message does without the address
+        settings = None
+    try:
+        shown: BaseException = translate_error(error, settings=settings)
+    except Exception:  # noqa: BLE001 - report the original, never fail while reporting
+        shown = error
+    if shown is not error:
+        shown.__cause__ = error
+    if debug:
+        traceback.print_exception(shown)
+    if isinstance(shown, ApothicError):
+        print(f"apothic: error: {shown}", file=sys.stderr)
+        return 1
+    first = next((line for line in str(shown).splitlines() if line.strip()), "")
+    print(f"apothic: error: {type(shown).__name__}" + (f": {first.strip()}" if first else ""), file=sys.stderr)
+    if not debug:
+        what = "the remote traceback" if is_user_exception(shown) else "the traceback"
+        print(f"apothic: rerun with --debug (or APOTHIC_DEBUG=1) for {what}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. Exit codes: 0 done, 1 an error (one ``apothic: error:`` line on stderr;
+    the traceback too with ``--debug`` or ``APOTHIC_DEBUG=1``), 2 a usage error, 130 Ctrl-C."""
+    # Lines reach a pipe or a file as they are printed, not at exit.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
+    args = build_parser().parse_args(_global_debug(list(sys.argv[1:] if argv is None else argv)))
+    debug = args.debug or os.environ.get("APOTHIC_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
     try:
         return int(args.func(args) or 0)
-    except ApothicError as e:
-        print(f"apothic: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - every error ends as one line (and, with --debug, its traceback)
+        return _report(e, debug)
 
 
 def run() -> None:

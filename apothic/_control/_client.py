@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, TLSConfig
@@ -11,11 +12,10 @@ from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
 )
-from temporalio.service import RPCError
 
 from .._contracts import SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
-from ..exceptions import ConnectionError as ApothicConnectionError
 from ._config import Settings, load_settings
+from ._errors import connect_error
 
 _clients: dict[tuple[int, str, str], Client] = {}
 # How long a connection waits for a server that is up but still starting.
@@ -46,35 +46,41 @@ async def connect(settings: Settings, *, start_embedded: bool = True) -> Client:
     """Connect to the server ``settings`` names.
 
     With the embedded default, a server (and a control worker) are started first when none
-    answers, unless ``start_embedded`` is False.
+    answers, unless ``start_embedded`` is False. One attempt takes at most
+    ``settings.worker.connect_timeout_s`` (10 s; ``APOTHIC_CONNECT_TIMEOUT_S``): a closed
+    port fails at once, a port that accepts the connection but never answers (Temporal's
+    client alone waits 30 s for it, and forever over TLS) fails after that time.
 
     Raises:
-        apothic.exceptions.ConnectionError: the server cannot be reached.
+        apothic.exceptions.ConnectionError: the server cannot be reached (the message names the
+            address and the fix).
+        apothic.exceptions.PermissionDeniedError: the server refused the credentials.
     """
     if settings.embedded and start_embedded:
         from ._embedded import ensure_embedded
 
         await ensure_embedded(settings)
-    kwargs: dict[str, Any] = {"namespace": settings.namespace, "tls": _tls(settings)}
+    timeout_s = settings.worker.connect_timeout_s
+    kwargs: dict[str, Any] = {
+        "namespace": settings.namespace,
+        "tls": _tls(settings),
+        "connect_timeout": timedelta(seconds=timeout_s),
+    }
     if settings.api_key:
         kwargs["api_key"] = settings.api_key
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STARTING_SERVER_WAIT_S
     while True:
         try:
-            return await Client.connect(settings.address, **kwargs)
-        except (RuntimeError, RPCError) as e:
+            return await asyncio.wait_for(Client.connect(settings.address, **kwargs), timeout_s)
+        except TimeoutError as e:
+            raise connect_error(None, settings, timeout_s) from e
+        except Exception as e:  # the bridge raises RuntimeError, the server RPCError
             # A server that is still starting answers "not healthy yet": wait for it, briefly.
             if "not healthy" in str(e) and loop.time() < deadline:
                 await asyncio.sleep(0.2)
                 continue
-            error = e
-            break
-    raise ApothicConnectionError(
-        f"cannot reach the Temporal server at {settings.address} (namespace {settings.namespace!r}): {error}. "
-        "Fix: start one with `apothic server` (or `apothic dev`), or set APOTHIC_TEMPORAL_ADDRESS "
-        "to a reachable server."
-    ) from None
+            raise connect_error(e, settings, timeout_s) from e
 
 
 async def get_client(settings: Settings | None = None) -> Client:

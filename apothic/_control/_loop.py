@@ -5,6 +5,10 @@ one background event loop (a daemon thread started on first use): the blocking f
 the coroutine there and waits; the ``.aio`` face submits it there and awaits it from the
 caller's own loop. There is never an ``asyncio.run()`` per call, and the client is only ever
 used on the loop it was connected in.
+
+This is also the SDK's error edge: whatever escapes a ``synced`` method or a step of a
+``synced_iter`` iterator (blocking or ``.aio``) passes through
+``_errors.translate_error``, so that no ``temporalio`` exception reaches a user.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
+
+from ._errors import describe_call, translate_error
 
 T = TypeVar("T")
 
@@ -111,6 +117,29 @@ async def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
 
+class _Edge:
+    """Where a call came from (an SDK object and its method), to word a translated error.
+
+    The wording is worked out only when an error happens.
+    """
+
+    __slots__ = ("method", "obj")
+
+    def __init__(self, obj: Any, method: str) -> None:
+        self.obj = obj
+        self.method = method
+
+    async def run(self, aw: Awaitable[T]) -> T:
+        """Await ``aw``; a ``temporalio`` exception comes out as an Apothic error chained to it."""
+        try:
+            return await aw
+        except Exception as e:
+            translated = translate_error(e, **describe_call(self.obj, self.method))
+            if translated is e:
+                raise
+            raise translated from e
+
+
 class synced(Generic[T]):
     """Decorator for an ``async def`` method: ``obj.m(...)`` blocks, ``obj.aio.m(...)`` awaits.
 
@@ -134,20 +163,22 @@ class synced(Generic[T]):
             return self
         afn = self.afn
         hint = f"<{type(obj).__name__}>.aio.{self.name}(...)"
+        edge = _Edge(obj, self.name)
 
         @functools.wraps(afn)
         def blocking(*args: Any, **kwargs: Any) -> Any:
-            return run_blocking(afn(obj, *args, **kwargs), aio_hint=hint)
+            return run_blocking(edge.run(afn(obj, *args, **kwargs)), aio_hint=hint)
 
         return blocking
 
     def twin(self, obj: Any) -> Callable[..., Any]:
         """The ``.aio`` form for ``obj``: runs the coroutine on the background loop."""
         afn = self.afn
+        edge = _Edge(obj, self.name)
 
         @functools.wraps(afn)
         async def twin(*args: Any, **kwargs: Any) -> Any:
-            return await run_async(afn(obj, *args, **kwargs))
+            return await run_async(edge.run(afn(obj, *args, **kwargs)))
 
         return twin
 
@@ -166,19 +197,21 @@ class synced_iter(synced[Any]):
             return self
         afn = self.afn
         hint = f"<{type(obj).__name__}>.aio.{self.name}(...)"
+        edge = _Edge(obj, self.name)
 
         @functools.wraps(afn)
         def blocking(*args: Any, **kwargs: Any) -> BlockingIterator[Any]:
-            return BlockingIterator(afn(obj, *args, **kwargs), aio_hint=hint)
+            return BlockingIterator(afn(obj, *args, **kwargs), aio_hint=hint, edge=edge)
 
         return blocking
 
     def twin(self, obj: Any) -> Callable[..., Any]:
         afn = self.afn
+        edge = _Edge(obj, self.name)
 
         @functools.wraps(afn)
         def twin(*args: Any, **kwargs: Any) -> AsyncIteratorTwin[Any]:
-            return AsyncIteratorTwin(afn(obj, *args, **kwargs))
+            return AsyncIteratorTwin(afn(obj, *args, **kwargs), edge=edge)
 
         return twin
 
@@ -200,9 +233,10 @@ async def _aclose(agen: Any) -> None:
 class BlockingIterator(Generic[T]):
     """The blocking face of an async generator that runs on the background loop."""
 
-    def __init__(self, agen: AsyncIterator[T], *, aio_hint: str = "") -> None:
+    def __init__(self, agen: AsyncIterator[T], *, aio_hint: str = "", edge: _Edge | None = None) -> None:
         self._agen = agen
         self._hint = aio_hint
+        self._edge = edge or _Edge(None, "")
         self._done = False
 
     def __iter__(self) -> "BlockingIterator[T]":
@@ -212,7 +246,7 @@ class BlockingIterator(Generic[T]):
         if self._done:
             raise StopIteration
         try:
-            value = run_blocking(_step(self._agen), aio_hint=self._hint)
+            value = run_blocking(self._edge.run(_step(self._agen)), aio_hint=self._hint)
         except BaseException:
             self._done = True
             raise
@@ -225,7 +259,7 @@ class BlockingIterator(Generic[T]):
         """Stop early: closes the generator (its cleanup runs) and waits for that."""
         if not self._done:
             self._done = True
-            run_blocking(_aclose(self._agen), aio_hint=self._hint)
+            run_blocking(self._edge.run(_aclose(self._agen)), aio_hint=self._hint)
 
     def __enter__(self) -> "BlockingIterator[T]":
         return self
@@ -244,8 +278,9 @@ class BlockingIterator(Generic[T]):
 class AsyncIteratorTwin(Generic[T]):
     """The ``.aio`` face of an async generator that runs on the background loop."""
 
-    def __init__(self, agen: AsyncIterator[T]) -> None:
+    def __init__(self, agen: AsyncIterator[T], *, edge: _Edge | None = None) -> None:
         self._agen = agen
+        self._edge = edge or _Edge(None, "")
         self._done = False
 
     def __aiter__(self) -> "AsyncIteratorTwin[T]":
@@ -255,7 +290,7 @@ class AsyncIteratorTwin(Generic[T]):
         if self._done:
             raise StopAsyncIteration
         try:
-            value = await run_async(_step(self._agen))
+            value = await run_async(self._edge.run(_step(self._agen)))
         except BaseException:
             self._done = True
             raise
@@ -268,7 +303,7 @@ class AsyncIteratorTwin(Generic[T]):
         """Stop early: closes the generator (its cleanup runs)."""
         if not self._done:
             self._done = True
-            await run_async(_aclose(self._agen))
+            await run_async(self._edge.run(_aclose(self._agen)))
 
     async def __aenter__(self) -> "AsyncIteratorTwin[T]":
         return self

@@ -64,3 +64,29 @@ def test_deploy_run_and_jobs(tmp_path: Path, app_name: str) -> None:
     assert missing.returncode == 1 and "no job 'job-nope'" in missing.stderr
     bad = apothic("run", f"{script}::nothing", check=False)
     assert bad.returncode == 1 and "has no app function 'nothing'" in bad.stderr
+
+
+def test_a_failing_function_is_one_error_line_and_its_traceback_with_debug(tmp_path: Path, app_name: str) -> None:
+    script = tmp_path / "failing.py"
+    script.write_text(textwrap.dedent(f"""
+        import apothic
+
+        app = apothic.App("{app_name}")
+
+        @app.function()
+        def divide(x: int) -> float:
+            return 1 / x
+    """))
+    plain = apothic("run", f"{script}::divide", "0", check=False)
+    assert plain.returncode == 1 and plain.stdout == ""
+    # After the command's own progress lines: the error in one line, then the hint.
+    *_, line, hint = plain.stderr.splitlines()
+    assert line == "apothic: error: ZeroDivisionError: division by zero", plain.stderr
+    assert hint == "apothic: rerun with --debug (or APOTHIC_DEBUG=1) for the remote traceback"
+    assert "Traceback" not in plain.stderr
+
+    debug = apothic("run", f"{script}::divide", "0", "--debug", check=False)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr and "Remote traceback (job job-" in debug.stderr
+    assert "return 1 / x" in debug.stderr  # the remote frame, from the user's file
+    assert debug.stderr.splitlines()[-1] == "apothic: error: ZeroDivisionError: division by zero"
