@@ -7,6 +7,7 @@ units, so that a filter can be sent to ``POST /api/v0/bundles/`` unchanged. One 
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -167,14 +168,42 @@ def spec_for(field: str) -> FieldSpec:
 # --- GPU names -------------------------------------------------------------------------
 
 KNOWN_GPU_NAMES: tuple[str, ...] = (
-    "GTX 1080 Ti", "RTX 2080 Ti", "Tesla T4", "Tesla V100", "Q RTX 8000",
-    "RTX 3060", "RTX 3060 Ti", "RTX 3070", "RTX 3070 Ti", "RTX 3080", "RTX 3080 Ti",
-    "RTX 3090", "RTX 3090 Ti", "RTX 4060", "RTX 4060 Ti", "RTX 4070", "RTX 4070 Ti",
-    "RTX 4070S", "RTX 4070S Ti", "RTX 4080", "RTX 4080S", "RTX 4090", "RTX 5080", "RTX 5090",
-    "RTX A4000", "RTX A5000", "RTX A6000", "A10", "A40", "A100 PCIE", "A100 SXM4",
-    "H100 PCIE", "H100 SXM", "H100 NVL", "H200", "H200 NVL", "L4", "L40", "L40S",
+    # NVIDIA datacenter
+    "A10", "A10g", "A16", "A30", "A40", "A100 PCIE", "A100 SXM", "A100 SXM4", "A100X", "A800 PCIE",
+    "B200", "B300", "GH200 SXM", "H100 NVL", "H100 PCIE", "H100 SXM", "H200", "H200 NVL",
+    "L4", "L40", "L40S",
+    "Tesla K20c", "Tesla K80", "Tesla M40", "Tesla P4", "Tesla P6", "Tesla P40", "Tesla P100",
+    "Tesla T4", "Tesla V100",
+    # NVIDIA GeForce
+    "GeForce 970", "GTX 750 Ti", "GTX 1050", "GTX 1050 Ti", "GTX 1060", "GTX 1070", "GTX 1070 Ti",
+    "GTX 1080", "GTX 1080 Ti", "GTX 1650", "GTX 1650 S", "GTX 1650 Ti", "GTX 1660", "GTX 1660 S",
+    "GTX 1660 Ti", "GTX TITAN X",
+    "RTX 2060", "RTX 2060S", "RTX 2070", "RTX 2070S", "RTX 2080", "RTX 2080S", "RTX 2080 Ti",
+    "RTX 3050", "RTX 3060", "RTX 3060 laptop", "RTX 3060 Ti", "RTX 3070", "RTX 3070 laptop",
+    "RTX 3070 Ti", "RTX 3080", "RTX 3080 Ti", "RTX 3090", "RTX 3090 Ti",
+    "RTX 4060", "RTX 4060 laptop", "RTX 4060 Ti", "RTX 4070", "RTX 4070 laptop", "RTX 4070S",
+    "RTX 4070S Ti", "RTX 4070 Ti", "RTX 4080", "RTX 4080 laptop", "RTX 4080S", "RTX 4090",
+    "RTX 4090D", "RTX 4090 Ti",
+    "RTX 5060", "RTX 5060 Ti", "RTX 5070", "RTX 5070 Ti", "RTX 5080", "RTX 5090", "RTX 5090 Ti",
+    "Titan RTX", "Titan V", "TITAN V CEO", "Titan X", "Titan Xp",
+    # NVIDIA professional
+    "Quadro K620", "Quadro K2200", "Quadro P2000", "Quadro P4000", "Quadro P5000", "Quadro P6000",
+    "Quadro GP100", "Quadro GV100", "Q RTX 4000", "Q RTX 5000", "Q RTX 6000", "Q RTX 8000",
+    "RTX A2000", "RTX A4000", "RTX A4500", "RTX A5000", "RTX A6000",
+    "RTX 2000Ada", "RTX 4000Ada", "RTX 4500Ada", "RTX 5000Ada", "RTX 5880Ada", "RTX 6000Ada",
+    "RTX PRO 4000", "RTX PRO 4000 Mobile", "RTX PRO 4500", "RTX PRO 5000", "RTX PRO 6000",
+    "RTX PRO 6000 S", "RTX PRO 6000 WS", "RTX PRO 6000 Max-Q",
+    # NVIDIA mining and other
+    "CMP 50HX", "CMP 170HX", "P104-100", "P106-100",
+    # AMD
+    "InstinctMI50", "InstinctMI100", "InstinctMI210", "InstinctMI250X",
+    "PRO W6800", "PRO W7800", "PRO W7900", "Pro V620", "Radeon VII", "Radeon Pro VII",
+    "RX 6800", "RX 6800 XT", "RX 6900 XT", "RX 6950 XT", "RX 7600", "RX 7700 XT", "RX 7800 XT",
+    "RX 7900 GRE", "RX 7900 XT", "RX 7900 XTX",
 )
-"""Vast's spelling of common GPUs; a user's name matching one case-insensitively takes it."""
+"""The GPU models Vast.ai lists, in its spelling (its ``gpu_name`` values). A user's name that
+matches one (:func:`gpu_key`: any case, ``_`` for a space) takes its spelling; ``gpu=`` of
+``@app.function`` accepts only these (``offer_filters`` ``gpu_name`` takes any text)."""
 
 
 def gpu_key(name: str) -> str:
@@ -182,16 +211,38 @@ def gpu_key(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).casefold()
 
 
-_CANONICAL_GPU = {gpu_key(n): n for n in KNOWN_GPU_NAMES}
+def _loose_key(name: str) -> str:
+    """``gpu_key`` without spaces and hyphens: "rtx_6000_ada" and "RTX 6000Ada" meet."""
+    return gpu_key(name).replace(" ", "").replace("-", "")
+
+
+_CANONICAL_GPU = {_loose_key(n): n for n in KNOWN_GPU_NAMES}
+
+
+def is_known_gpu(name: str) -> bool:
+    """True when ``name`` is one of :data:`KNOWN_GPU_NAMES` in any spelling ("rtx_4090", "rtx4090")."""
+    return _loose_key(name) in _CANONICAL_GPU
+
+
+def closest_gpu_names(name: str, n: int = 3) -> list[str]:
+    """Up to ``n`` known GPU names closest to ``name``: the models of its family first
+    ("H100" -> "H100 NVL", "H100 PCIE", "H100 SXM"), then the most similar spellings."""
+    key = _loose_key(name)
+    family = [v for k, v in _CANONICAL_GPU.items() if len(key) >= 3 and k.startswith(key)]
+    similar = [_CANONICAL_GPU[k] for k in difflib.get_close_matches(key, list(_CANONICAL_GPU), n=n, cutoff=0.5)]
+    out: list[str] = []
+    for v in family + similar:
+        if v not in out:
+            out.append(v)
+    return out[:n]
 
 
 def canonical_gpu_name(name: str) -> str:
-    """Return Vast's spelling of ``name`` ("rtx_4090" -> "RTX 4090").
+    """Return Vast's spelling of ``name`` ("rtx_4090" -> "RTX 4090", "rtx_6000_ada" -> "RTX 6000Ada").
 
     Unknown names keep their case but get spaces for underscores.
     """
-    key = gpu_key(name)
-    return _CANONICAL_GPU.get(key, " ".join(name.replace("_", " ").split()))
+    return _CANONICAL_GPU.get(_loose_key(name), " ".join(name.replace("_", " ").split()))
 
 
 # --- geolocation -----------------------------------------------------------------------

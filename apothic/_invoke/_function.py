@@ -20,7 +20,6 @@ from temporalio.service import RPCError, RPCStatusCode
 from .._contracts import (
     APP_MEMO_KEY,
     INVOCATION_WORKFLOW,
-    NAME_RE,
     TERMINAL_EVENT_TYPES,
     AppMemo,
     Deployment,
@@ -34,10 +33,11 @@ from .._control._connection import ControlPlaneClient
 from .._control._loop import AioNamespace, synced, synced_iter
 from .._data._blobs import load, offload
 from .._data._serialization import CloudPickled
+from .._options._names import check_name
 from ..exceptions import CallTimeoutError, InvalidError, NotFoundError, RemoteError
 from ._job import Job, translate_failure
 from ._mapping import run_map, spawn_each
-from ._watch import JobEvent, check_event_types, stream_events
+from ._watch import JobEvent, check_event_types, start_offset, stream_events
 
 if TYPE_CHECKING:
     from .._app import App
@@ -52,13 +52,17 @@ def new_job_id() -> str:
     return f"job-{uuid.uuid4().hex[:20]}"
 
 
-def check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidError(
-            f"{kind} name {name!r} is invalid: allowed are 1-63 letters, digits, '_', '-' and '.', "
-            f"starting with a letter or digit. Fix: rename it, e.g. {kind}='my-{kind}'."
-        )
-    return name
+async def _attach_offset(client: Any, job_id: str) -> int:
+    """Where a watch without snapshot of a job this call just started begins: the end of the
+    job's event log now (``Job.watch(snapshot=False)``), and never before the end of ``queued``,
+    the event the job records first, as it starts. A position query that fails (no control
+    worker ran the job's first workflow task within the server's RPC timeout) gives that
+    position too."""
+    try:
+        offset = await start_offset(client, job_id, snapshot=False, after_seq=None)
+    except RPCError:
+        offset = 1
+    return max(1, offset)
 
 
 class _Invocable(Generic[P, R]):
@@ -152,8 +156,6 @@ class _Invocable(Generic[P, R]):
         except WorkflowAlreadyStartedError:
             if idempotency_key is None:
                 raise
-        except RPCError as e:
-            raise InvalidError(f"could not submit {self.app_name}.{self.function_name}: {e.message}") from None
         return Job(job_id, client=self._cp)
 
     @synced
@@ -312,16 +314,32 @@ class _Invocable(Generic[P, R]):
     ) -> AsyncIterator[JobEvent]:
         """Submit one call and iterate over its typed events (:class:`JobEvent`) until it ends.
 
-        The same as ``fn.spawn(...)`` then ``job.watch(snapshot=True, event_types=...)``: the
-        job is new, so every event from ``queued`` on is delivered whatever ``snapshot`` says
-        (it is accepted for symmetry with :meth:`Job.watch`). ``event.job_id`` names the job;
-        leaving the loop early leaves the job running. ``async for e in fn.aio.remote_events(...)``
-        is the async twin.
+        The same as ``job = fn.spawn(...)`` then ``job.watch(snapshot=..., event_types=...)``, in
+        one step; ``snapshot`` means what it means for :meth:`Job.watch`:
+
+        - ``snapshot=True``: every event of the job, from ``queued`` (``seq`` 1) on.
+        - ``snapshot=False`` (the default): the events from the moment the watch attaches to the
+          new job, at the end of its event log then. That is always after ``queued`` (the job
+          records it as it starts, before it can be watched), and, when a warm container runs a
+          short call at once, may be later still (``started``, logs); the terminal event is
+          always delivered.
+
+        ``event.job_id`` names the job; leaving the loop early leaves the job running.
+        ``async for e in fn.aio.remote_events(...)`` is the async twin.
+
+        Raises:
+            InvalidError: ``snapshot`` is not a bool, or an unknown event type.
         """
+        if not isinstance(snapshot, bool):
+            raise InvalidError(
+                f"remote_events(snapshot={snapshot!r}): allowed: True (every event from 'queued') or False (from "
+                "the moment the watch attaches). Fix: pass snapshot=True or snapshot=False."
+            )
         types = check_event_types(event_types, "remote_events")
         job = await self._start(args, kwargs)
         client = await get_client(self._cp.settings)
-        async with contextlib.aclosing(stream_events(client, self._cp.settings, job.job_id, 0, types)) as events:
+        offset = 0 if snapshot else await _attach_offset(client, job.job_id)
+        async with contextlib.aclosing(stream_events(client, self._cp.settings, job.job_id, offset, types)) as events:
             async for ev in events:
                 yield ev
 

@@ -1,8 +1,11 @@
 """Value types the decorator takes: schedules, retries, secrets, storage, liv settings.
 
-These are immutable descriptions. Those whose behaviour is not built yet are accepted as
-values (so code written against the API reference imports and type-checks) but the
-decorator refuses them with ``NotSupportedError`` instead of ignoring them.
+These are immutable descriptions, checked strictly when made (no bool or string where a
+number is expected, no float where an int is), every problem at once as ``InvalidError``.
+Those whose behaviour is not built yet are accepted as values (so code written against the
+API reference imports and type-checks) but the decorator refuses them with
+``NotSupportedError`` instead of ignoring them. Secrets and storage live in ``_storage``,
+``@concurrent``/``@batched`` in ``_concurrency``; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,25 +15,37 @@ from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..exceptions import InvalidError
+from ._concurrency import batched, concurrent
+from ._problems import format_problem, format_validation_error, raise_problems, show
+from ._storage import CloudBucketMount, Secret, StorageMount, Volume
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = [
+    "CloudBucketMount", "Cron", "LivConfig", "Period", "Retries", "Secret", "StorageMount", "Volume",
+    "batched", "concurrent", "liv",
+]
 
 
 class _Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
     @classmethod
-    def _build(cls, **kwargs: Any) -> Any:
-        from ._problems import format_validation_error
-
+    def _make(cls, self: Any, where: str, problems: list[str], fields: dict[str, Any]) -> None:
+        """Validate ``fields`` into ``self``; raise once with ``problems`` and the model's own."""
         try:
-            return cls(**kwargs)
+            BaseModel.__init__(self, **fields)
         except ValidationError as e:
-            raise InvalidError(format_validation_error(e, f"{cls.__name__}(...)")) from None
+            refused = format_validation_error(e, where, cls, fields).splitlines()[1:]
+            problems = problems + refused
+        raise_problems(where, problems)
 
 
-class Retries(_Value):
+class Retries(_Strict):
     """A retry policy for the function's own errors (exceptions and timeouts).
 
     Retry ``n`` (``n >= 1``) starts ``min(initial_delay * backoff_coefficient**(n-1), max_delay)``
@@ -42,12 +57,14 @@ class Retries(_Value):
     by the function, arguments the container cannot load, and results that cannot be returned.
     A lost container or host is not a user error: it is retried separately and never counts
     here (see the architecture page).
+
+    ``max_retries`` is an int (not a bool, not a float); the delays are finite numbers.
     """
 
     max_retries: int = Field(ge=0, le=100)
-    initial_delay: float = Field(default=1.0, ge=0.001, le=3600.0)
-    backoff_coefficient: float = Field(default=2.0, ge=1.0, le=10.0)
-    max_delay: float = Field(default=60.0, ge=0.001, le=86400.0)
+    initial_delay: float = Field(default=1.0, ge=0.001, le=3600.0, allow_inf_nan=False)
+    backoff_coefficient: float = Field(default=2.0, ge=1.0, le=10.0, allow_inf_nan=False)
+    max_delay: float = Field(default=60.0, ge=0.001, le=86400.0, allow_inf_nan=False)
     non_retryable: tuple[str, ...] = ()
 
     def __init__(
@@ -60,30 +77,21 @@ class Retries(_Value):
         non_retryable: Any = (),
         **extra: Any,
     ) -> None:
-        from ._problems import format_validation_error
-
-        names = []
-        for item in non_retryable if isinstance(non_retryable, (list, tuple, set)) else [non_retryable]:
+        names, problems = [], []
+        items = list(non_retryable) if isinstance(non_retryable, (list, tuple, set, frozenset)) else [non_retryable]
+        for item in items:
             if isinstance(item, type) and issubclass(item, BaseException):
                 names.append(f"{item.__module__}.{item.__qualname__}")
             elif isinstance(item, str) and item:
                 names.append(item)
             else:
-                raise InvalidError(
-                    f"Retries(non_retryable=...): {item!r} is not an exception type or its 'module.Qualname'. "
-                    "Fix: list exception classes, e.g. non_retryable=[ValueError]."
-                )
-        try:
-            super().__init__(
-                max_retries=max_retries,
-                initial_delay=initial_delay,
-                backoff_coefficient=backoff_coefficient,
-                max_delay=max_delay,
-                non_retryable=tuple(sorted(set(names))),
-                **extra,
-            )
-        except ValidationError as e:
-            raise InvalidError(format_validation_error(e, "Retries(...)")) from None
+                problems.append(format_problem(
+                    "non_retryable", item, "exception types or their 'module.Qualname' names",
+                    "list exception classes, e.g. non_retryable=[ValueError]", "not an exception type"))
+        fields = {"max_retries": max_retries, "initial_delay": initial_delay,
+                  "backoff_coefficient": backoff_coefficient, "max_delay": max_delay,
+                  "non_retryable": tuple(sorted(set(names))), **extra}
+        self._make(self, "Retries(...)", problems, fields)
 
 
 # What a schedule does with a run that is due while the previous one still runs.
@@ -91,21 +99,19 @@ Overlap = Literal["skip", "buffer_one", "buffer_all", "cancel_other", "terminate
 OVERLAP_POLICIES: tuple[str, ...] = get_args(Overlap)
 
 
-def _check_schedule(where: str, problems: list[str], overlap: object) -> None:
-    from ._problems import format_problem
-
-    if overlap not in OVERLAP_POLICIES:
-        problems.append(
-            format_problem(
-                "overlap", overlap, ", ".join(repr(o) for o in OVERLAP_POLICIES),
-                "leave the default overlap='skip' or pick one of the allowed policies", "unknown overlap policy",
-            )
-        )
-    if problems:
-        raise InvalidError(f"{where}: {len(problems)} problem(s):\n" + "\n".join(problems))
+def _overlap_problems(overlap: object) -> list[str]:
+    if isinstance(overlap, str) and overlap in OVERLAP_POLICIES:
+        return []
+    return [format_problem("overlap", overlap, ", ".join(repr(o) for o in OVERLAP_POLICIES),
+                           "leave the default overlap='skip' or pick one of the allowed policies",
+                           "unknown overlap policy")]
 
 
-class Cron(_Value):
+def _unknown_problems(extra: dict[str, Any], known: str) -> list[str]:
+    return [format_problem(str(k), v, known, f"remove `{k}=...`", "unknown option") for k, v in extra.items()]
+
+
+class Cron(_Strict):
     """Run on a cron schedule: five fields (minute hour day-of-month month day-of-week) as
     croniter reads them, or ``@hourly``, ``@daily``, ``@weekly``, ``@monthly``, ``@yearly``,
     in ``timezone`` (an IANA name such as ``"Europe/London"``).
@@ -134,26 +140,24 @@ class Cron(_Value):
 
     def __init__(self, expression: str, timezone: str = "UTC", *, overlap: Overlap = "skip", **extra: Any) -> None:
         from .._schedule._cron import cron_problems, timezone_problems
-        from ._problems import format_problem
 
-        problems = [
-            format_problem(
-                "expression", expression, "five cron fields such as '0 * * * *', or @hourly, @daily, @weekly, "
-                "@monthly, @yearly", "write five fields, e.g. Cron('*/15 * * * *'), or use apothic.Period(...) "
-                "for a fixed interval", msg,
-            )
-            for msg in cron_problems(expression)
-        ] + [
-            format_problem("timezone", timezone, "an IANA time zone name", "e.g. timezone='America/New_York'", msg)
-            for msg in timezone_problems(timezone)
-        ]
-        _check_schedule(f"Cron({expression!r})", problems, overlap)
-        from ._problems import format_validation_error
-
-        try:
-            super().__init__(expression=expression.strip(), timezone=timezone, overlap=overlap, **extra)
-        except ValidationError as e:
-            raise InvalidError(format_validation_error(e, "Cron(...)")) from None
+        allowed = "five cron fields such as '0 * * * *', or @hourly, @daily, @weekly, @monthly, @yearly"
+        fix = "write five fields, e.g. Cron('*/15 * * * *'), or use apothic.Period(...) for a fixed interval"
+        problems: list[str] = []
+        if not isinstance(expression, str):
+            problems.append(format_problem("expression", expression, allowed, fix, "not a string"))
+        else:
+            problems += [format_problem("expression", expression, allowed, fix, m) for m in cron_problems(expression)]
+        tz_fix = "e.g. timezone='America/New_York'"
+        if not isinstance(timezone, str):
+            problems.append(format_problem("timezone", timezone, "an IANA time zone name", tz_fix, "not a string"))
+        else:
+            problems += [format_problem("timezone", timezone, "an IANA time zone name", tz_fix, m)
+                         for m in timezone_problems(timezone)]
+        problems += _overlap_problems(overlap) + _unknown_problems(extra, "expression, timezone, overlap")
+        raise_problems(f"Cron({show(expression)})", problems)
+        self._make(self, f"Cron({show(expression)})", [],
+                   {"expression": expression.strip(), "timezone": timezone, "overlap": overlap})
 
     def temporal_expressions(self) -> list[str]:
         """The Temporal cron strings this schedule runs as (fired as their union)."""
@@ -162,16 +166,22 @@ class Cron(_Value):
         return temporal_cron(self.expression)
 
 
-class Period(_Value):
+# The longest period: Temporal keeps intervals as Go durations (at most about 292 years).
+MAX_PERIOD_S = 100 * 366 * 86400
+_UNIT_S = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+
+
+class Period(_Strict):
     """Run every fixed period: the sum of the given parts, a whole number of seconds (at least
-    one). Runs are aligned to the Unix epoch, not to the deploy: ``Period(hours=1)`` runs on
-    the hour (UTC), ``Period(days=1)`` at 00:00 UTC. ``overlap`` and the rest: as for :class:`Cron`.
+    one, at most 100 years). Runs are aligned to the Unix epoch, not to the deploy:
+    ``Period(hours=1)`` runs on the hour (UTC), ``Period(days=1)`` at 00:00 UTC. Each part is a
+    finite number >= 0 (int or float, not a bool). ``overlap`` and the rest: as for :class:`Cron`.
     """
 
-    days: float = Field(default=0, ge=0)
-    hours: float = Field(default=0, ge=0)
-    minutes: float = Field(default=0, ge=0)
-    seconds: float = Field(default=0, ge=0)
+    days: float = Field(default=0, ge=0, le=MAX_PERIOD_S / 86400, allow_inf_nan=False)
+    hours: float = Field(default=0, ge=0, le=MAX_PERIOD_S / 3600, allow_inf_nan=False)
+    minutes: float = Field(default=0, ge=0, le=MAX_PERIOD_S / 60, allow_inf_nan=False)
+    seconds: float = Field(default=0, ge=0, le=MAX_PERIOD_S, allow_inf_nan=False)
     overlap: Overlap = "skip"
 
     def __init__(
@@ -184,25 +194,24 @@ class Period(_Value):
         overlap: Overlap = "skip",
         **extra: Any,
     ) -> None:
-        from ._problems import format_problem, format_validation_error
-
-        try:
-            super().__init__(
-                days=days, hours=hours, minutes=minutes, seconds=seconds,
-                overlap=overlap if overlap in OVERLAP_POLICIES else "skip", **extra,
-            )
-        except ValidationError as e:
-            raise InvalidError(format_validation_error(e, "Period(...)")) from None
-        problems = []
-        total = self.total_seconds()
-        if total < 1 or abs(total - round(total)) > 1e-6:
-            problems.append(
-                format_problem(
-                    "days*86400 + hours*3600 + minutes*60 + seconds", total, "a whole number of seconds, at least 1",
-                    "e.g. Period(seconds=30) or Period(minutes=5)", "Temporal schedules have one-second resolution",
-                )
-            )
-        _check_schedule("Period(...)", problems, overlap)
+        known = isinstance(overlap, str) and overlap in OVERLAP_POLICIES
+        fields = {"days": days, "hours": hours, "minutes": minutes, "seconds": seconds,
+                  "overlap": overlap if known else "skip"}
+        problems = _overlap_problems(overlap) + _unknown_problems(extra, "days, hours, minutes, seconds, overlap")
+        parts = {"days": days, "hours": hours, "minutes": minutes, "seconds": seconds}
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= MAX_PERIOD_S / _UNIT_S[k]
+               for k, v in parts.items()):
+            total = days * 86400 + hours * 3600 + minutes * 60 + seconds
+            why = ("shorter than one second" if total < 1 else "longer than 100 years" if total > MAX_PERIOD_S else
+                   "not a whole number of seconds (Temporal schedules have one-second resolution)"
+                   if abs(total - round(total)) > 1e-6 else "")
+            if why:
+                problems.append(format_problem(
+                    "days*86400 + hours*3600 + minutes*60 + seconds", total,
+                    f"a whole number of seconds, at least 1 and at most {MAX_PERIOD_S} (100 years)",
+                    "e.g. Period(seconds=30) or Period(minutes=5)", why,
+                ))
+        self._make(self, "Period(...)", problems, fields)
 
     def total_seconds(self) -> float:
         return self.days * 86400 + self.hours * 3600 + self.minutes * 60 + self.seconds
@@ -215,97 +224,6 @@ class LivConfig(_Value):
     cache: str = "account"
     examples: tuple[Any, ...] = ()
     model: str | None = None
-
-
-class Secret(_Value):
-    """A named secret, resolved when a container starts and put in its environment."""
-
-    name: str = Field(min_length=1)
-
-    @classmethod
-    def from_name(cls, name: str) -> "Secret":
-        return cls._build(name=name)
-
-
-class StorageMount(_Value):
-    """Something mounted into the function's filesystem at ``mount_path``."""
-
-    kind: Literal["volume", "bucket"]
-    mount_path: str | None = None
-    name: str = ""
-    backend: str = "default"
-    create_if_missing: bool = False
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    def mounted_at(self, path: str) -> "StorageMount":
-        if not path.startswith("/"):
-            raise InvalidError(f"mount path {path!r} is not absolute. Fix: give a path like '/data'.")
-        return self.model_copy(update={"mount_path": path})
-
-
-class Volume:
-    """Named persistent storage (constructors return :class:`StorageMount` values)."""
-
-    @staticmethod
-    def from_name(name: str, *, create_if_missing: bool = False, mount_path_default: str | None = None) -> StorageMount:
-        return StorageMount._build(
-            kind="volume", name=name, create_if_missing=create_if_missing, mount_path=mount_path_default
-        )
-
-    @staticmethod
-    def cloud(name: str, *, mount_path_default: str | None = None, **options: Any) -> StorageMount:
-        return StorageMount._build(
-            kind="volume", name=name, backend="cloud", mount_path=mount_path_default, options=options
-        )
-
-    @staticmethod
-    def create(name: str, *, backend: str = "default", mount_path_default: str | None = None) -> StorageMount:
-        return StorageMount._build(
-            kind="volume", name=name, backend=backend, create_if_missing=True, mount_path=mount_path_default
-        )
-
-
-def CloudBucketMount(  # noqa: N802 - a constructor by the API reference's name
-    bucket_name: str,
-    *,
-    access_key_secret: str | None = None,
-    secret_key_secret: str | None = None,
-    endpoint_url: str | None = None,
-    prefix: str | None = None,
-    read_only: bool = False,
-) -> StorageMount:
-    """An existing S3-compatible bucket (credentials are secret names, not values)."""
-    return StorageMount._build(
-        kind="bucket",
-        name=bucket_name,
-        options={
-            "access_key_secret": access_key_secret,
-            "secret_key_secret": secret_key_secret,
-            "endpoint_url": endpoint_url,
-            "prefix": prefix,
-            "read_only": read_only,
-        },
-    )
-
-
-def concurrent(*, max_inputs: int, target_inputs: int | None = None) -> Callable[[F], F]:
-    """Mark a function to take several inputs at once in one container."""
-
-    def mark(fn: F) -> F:
-        fn.__apothic_concurrent__ = {"max_inputs": max_inputs, "target_inputs": target_inputs}  # type: ignore[attr-defined]
-        return fn
-
-    return mark
-
-
-def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[F], F]:
-    """Mark a function to receive lists of inputs gathered by the runtime."""
-
-    def mark(fn: F) -> F:
-        fn.__apothic_batched__ = {"max_batch_size": max_batch_size, "wait_ms": wait_ms}  # type: ignore[attr-defined]
-        return fn
-
-    return mark
 
 
 def liv(**settings: Any) -> Callable[[Any], Any]:
