@@ -258,11 +258,43 @@ class InvocationInput:
 
 
 @dataclasses.dataclass(frozen=True)
+class AttemptLogs:
+    """What one attempt of a job printed (stdout and stderr), and how it ended.
+
+    ``outcome`` is ``failed: <Type>: <message>``, ``container lost``, ``completed`` or
+    ``cancelled``. ``logs`` is the runtime's last 256 KiB, or the tail of it for an old
+    attempt (marked ``[... N earlier bytes of this attempt's output cut ...]``).
+    """
+
+    attempt: int
+    outcome: str
+    logs: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobLogs:
+    """The output of a job's earlier attempts (query ``logs``; once the job has ended, in its
+    ``InvocationResult.earlier`` or in the failure's ``earlier`` detail).
+
+    ``attempt`` is the attempt running now (or the last one), ``outcome`` how that one ended
+    (``""`` while it runs). ``not_kept`` counts the first attempts whose output was dropped to
+    keep the job's history small.
+    """
+
+    attempts: list[AttemptLogs] = dataclasses.field(default_factory=list)
+    attempt: int = 0
+    outcome: str = ""
+    not_kept: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class InvocationResult:
     value: CloudPickled
     logs: str = ""
     version: int = 0
     container_id: str = ""
+    # The output of the attempts before the last one (None: a single attempt).
+    earlier: JobLogs | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ that runs inputs: InvocationWorkflow, MapWorkflow)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,10 +22,12 @@ from temporalio.exceptions import (
 from apothic._contracts import (
     EXECUTE_ACTIVITY,
     RESOLVE_ACTIVITY,
+    AttemptLogs,
     AttemptRecord,
     Deployment,
     ExecuteInput,
     ExecuteOutput,
+    JobLogs,
     ResolveRequest,
 )
 from apothic._data._serialization import CloudPickled
@@ -50,6 +53,15 @@ NEVER_RETRY = {
     "apothic.exceptions.NotSupportedError",
 }
 
+# The output of a job's failed attempts is kept (each is at most the runtime's 256 KiB): the
+# last LOGS_KEPT_FULL in full, older ones cut to their last LOGS_TAIL_BYTES, and only the last
+# LOGS_KEPT attempts at all, so that what the job's result or failure carries stays bounded.
+LOGS_KEPT_FULL = 2
+LOGS_TAIL_BYTES = 4 * 1024
+LOGS_KEPT = 20
+# Marks jobs whose result or failure carries the output of their earlier attempts.
+ATTEMPT_LOGS_PATCH = "apothic-attempt-logs"
+
 # Called with the started activity; returns when it is done (or raises to abandon it).
 Waiter = Callable[[workflow.ActivityHandle[ExecuteOutput]], Awaitable[None]]
 
@@ -74,12 +86,28 @@ async def cancel_and_wait(execute: workflow.ActivityHandle[Any]) -> None:
 class Failure(Exception):
     """One failed attempt, classified: ``user``, ``infrastructure`` or ``final``."""
 
-    def __init__(self, kind: str, reason: str, error: BaseException, checkpoint: Any = None) -> None:
+    def __init__(self, kind: str, reason: str, error: BaseException, checkpoint: Any = None, logs: str = "") -> None:
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
         self.error = error
         self.checkpoint = checkpoint
+        self.logs = logs  # what the attempt printed, as far as it is known
+
+    @property
+    def outcome(self) -> str:
+        """How the attempt ended, as ``job.logs()`` heads its output."""
+        if self.kind == "infrastructure":
+            return "container lost"
+        if self.reason == "cancelled":
+            return "cancelled"
+        text = self.reason
+        if isinstance(self.error, ApplicationError):
+            short = (self.error.type or "").rsplit(".", 1)[-1]
+            text = self.error.message
+            if short and not text.startswith(f"{short}:"):
+                text = f"{short}: {text}"
+        return "failed: " + (text.strip().splitlines() or [""])[0][:300]
 
 
 def classify(e: ActivityError, dep: Deployment, attempt: int = 0) -> Failure:
@@ -88,7 +116,11 @@ def classify(e: ActivityError, dep: Deployment, attempt: int = 0) -> Failure:
     if isinstance(cause, ApplicationError):
         error = ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
         kind = cause.type or ""
-        return Failure(error_kind(kind, cause.non_retryable, dep), f"{kind}: {cause.message}", error)
+        detail = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+        return Failure(
+            error_kind(kind, cause.non_retryable, dep), f"{kind}: {cause.message}", error,
+            logs=str(detail.get("logs") or ""),
+        )
     if isinstance(cause, TemporalTimeoutError):
         if cause.type == TimeoutType.SCHEDULE_TO_START:
             reason = f"no container took the input within {dep.startup_timeout_s:.0f} s"
@@ -106,6 +138,7 @@ def classify(e: ActivityError, dep: Deployment, attempt: int = 0) -> Failure:
         checkpoint = None
         if details and isinstance(details[0], dict) and isinstance(details[0].get("checkpoint"), dict):
             checkpoint = CloudPickled(**details[0]["checkpoint"])
+        logs = str(details[0].get("logs") or "") if details and isinstance(details[0], dict) else ""
         what = "stopped responding" if cause.type == TimeoutType.HEARTBEAT else "never answered"
         reason = f"the function's container {what}" + (f" (attempt {attempt})" if attempt else "")
         return Failure(
@@ -117,6 +150,7 @@ def classify(e: ActivityError, dep: Deployment, attempt: int = 0) -> Failure:
                 non_retryable=True,
             ),
             checkpoint,
+            logs=logs,
         )
     if isinstance(cause, CancelledError):
         return Failure("final", "cancelled", cause)
@@ -146,7 +180,7 @@ class InputRunner:
     The function's own errors and timeouts use its ``Retries`` (durable backoff); a lost
     container or host is retried up to ``MAX_INFRA_RETRIES`` times without touching that
     budget, and hands the function's last checkpoint to the next attempt. Each failed attempt
-    is recorded in ``records``.
+    is recorded in ``records``, and its output in ``logs`` (bounded, see ``LOGS_KEPT_FULL``).
 
     With ``events``, each attempt's container sends its started, log and output events to this
     workflow, and a retried generator skips the outputs earlier attempts delivered.
@@ -159,6 +193,8 @@ class InputRunner:
         self.summary = summary or f"{dep.app}.{dep.function} v{dep.version}"
         self.attempt = 0
         self.records: list[AttemptRecord] = []
+        self.logs: list[AttemptLogs] = []  # of the failed attempts, the last LOGS_KEPT
+        self.logs_not_kept = 0  # failed attempts before those
         self.on_retry: Callable[[AttemptRecord], None] | None = None
 
     async def run(self, args: CloudPickled, wait: Waiter | None = None) -> ExecuteOutput:
@@ -181,7 +217,7 @@ class InputRunner:
                     delay = retry.delay(user_retries)
                 else:
                     self._record(f, 0.0, retried=False)
-                    raise f.error from None
+                    raise self._final_error(f) from None
                 record = self._record(f, delay, retried=True)
                 if self.on_retry is not None:
                     self.on_retry(record)
@@ -238,4 +274,45 @@ class InputRunner:
             retried=retried,
         )
         self.records.append(record)
+        self.logs.append(AttemptLogs(attempt=self.attempt, outcome=f.outcome, logs=f.logs))
+        if len(self.logs) > LOGS_KEPT:
+            del self.logs[0]
+            self.logs_not_kept += 1
+        if len(self.logs) > LOGS_KEPT_FULL:
+            older = len(self.logs) - LOGS_KEPT_FULL - 1  # the one that just left the full window
+            self.logs[older] = _tail(self.logs[older])
         return record
+
+    def earlier(self, outcome: str = "") -> JobLogs:
+        """The output of the failed attempts before the current one. ``outcome``: how the
+        last attempt ended (``completed``); "" while it runs."""
+        return JobLogs(attempts=list(self.logs), attempt=self.attempt, outcome=outcome, not_kept=self.logs_not_kept)
+
+    def _final_error(self, f: Failure) -> BaseException:
+        """The error a failed input ends with; after several attempts its details carry the
+        earlier attempts' output too (``earlier``, a ``JobLogs``)."""
+        error = f.error
+        if len(self.logs) + self.logs_not_kept < 2 or not isinstance(error, ApplicationError):
+            return error
+        details = list(error.details)
+        if details and not isinstance(details[0], dict):
+            return error
+        if not workflow.patched(ATTEMPT_LOGS_PATCH):  # a job from before: as it was
+            return error
+        earlier = JobLogs(
+            attempts=self.logs[:-1], attempt=self.attempt, outcome=f.outcome, not_kept=self.logs_not_kept
+        )
+        first = {**(details[0] if details else {"logs": f.logs}), "earlier": dataclasses.asdict(earlier)}
+        return ApplicationError(error.message, first, *details[1:], type=error.type, non_retryable=True)
+
+
+def _tail(entry: AttemptLogs) -> AttemptLogs:
+    """An attempt's output cut to its last ``LOGS_TAIL_BYTES`` (from a line start), marked."""
+    data = entry.logs.encode("utf-8")
+    if len(data) <= LOGS_TAIL_BYTES:
+        return entry
+    tail = data[-LOGS_TAIL_BYTES:].decode("utf-8", "ignore")
+    if "\n" in tail[:-1]:
+        tail = tail[tail.index("\n") + 1 :]
+    cut = len(data) - len(tail.encode("utf-8"))
+    return dataclasses.replace(entry, logs=f"[... {cut} earlier bytes of this attempt's output cut ...]\n{tail}")

@@ -25,13 +25,16 @@ from apothic._contracts import (
     JobEventIn,
     JobEventsIn,
     JobInfo,
+    JobLogs,
 )
 
-from ._attempts import Failure, InputRunner, resolve
+from ._attempts import ATTEMPT_LOGS_PATCH, Failure, InputRunner, resolve
 from ._events import JobEvents
 
 # A job not finished this soon asks its fleet for capacity (a warm call never does).
 DEMAND_AFTER = timedelta(milliseconds=250)
+# Marks workflows that ask for capacity with signal-with-start (see demand_capacity).
+DEMAND_WITH_START_PATCH = "apothic-demand-with-start"
 
 
 @workflow.defn(name=INVOCATION_WORKFLOW)
@@ -111,7 +114,12 @@ class InvocationWorkflow:
         )
         await self._release_demand()
         await self.events.close()
-        return InvocationResult(value=out.value, logs=out.logs, version=dep.version, container_id=out.container_id)
+        earlier = None
+        if self.runner.logs and workflow.patched(ATTEMPT_LOGS_PATCH):  # retried: every attempt's output
+            earlier = self.runner.earlier("completed")
+        return InvocationResult(
+            value=out.value, logs=out.logs, version=dep.version, container_id=out.container_id, earlier=earlier
+        )
 
     async def _wait(self, dep: Deployment, execute: workflow.ActivityHandle[ExecuteOutput]) -> None:
         self.status = "queued"
@@ -193,15 +201,29 @@ class InvocationWorkflow:
             attempts=list(runner.records) if runner else [],
         )
 
+    @workflow.query
+    def logs(self) -> JobLogs:
+        """The output of the attempts before the current one (the running attempt's own output
+        is in its activity's heartbeat)."""
+        return self.runner.earlier() if self.runner else JobLogs()
+
 
 async def demand_capacity(dep: Deployment, demand: Demand) -> None:
-    """Signal demand to the deployment's fleet, starting the fleet if none runs."""
-    try:
-        await workflow.get_external_workflow_handle(dep.fleet_id).signal("demand", demand)
-    except Exception:
-        # The fleet is not running (first call of this version, or it ended): start it.
-        await workflow.execute_local_activity(
-            ENSURE_FLEET_ACTIVITY,
-            EnsureFleetRequest(deployment=dep, demand=demand),
-            start_to_close_timeout=timedelta(seconds=30),
-        )
+    """Signal demand to the deployment's fleet, starting the fleet if none runs.
+
+    The local activity ``apothic.ensure_fleet`` signal-with-starts the fleet: one request that
+    works whether the fleet runs or not, so the first call of a version (no fleet yet) leaves no
+    failed signal in its history. Workflows from before it signal first and start the fleet
+    only when that signal fails.
+    """
+    if not workflow.patched(DEMAND_WITH_START_PATCH):
+        try:
+            await workflow.get_external_workflow_handle(dep.fleet_id).signal("demand", demand)
+            return
+        except Exception:  # noqa: BLE001, S110 - the fleet is not running (first call, or it ended): start it
+            pass
+    await workflow.execute_local_activity(
+        ENSURE_FLEET_ACTIVITY,
+        EnsureFleetRequest(deployment=dep, demand=demand),
+        start_to_close_timeout=timedelta(seconds=30),
+    )

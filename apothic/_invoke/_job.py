@@ -6,20 +6,23 @@ import asyncio
 import contextlib
 import enum
 from collections.abc import AsyncIterator, Iterable
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
 )
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from .._contracts import EXECUTE_ACTIVITY, InvocationResult
+from .._contracts import EXECUTE_ACTIVITY, AttemptLogs, InvocationResult, JobLogs
 from .._control._client import get_client
 from .._control._connection import ControlPlaneClient
+from .._control._errors import mark_user_exception
 from .._control._loop import AioNamespace, synced, synced_iter
 from .._data._blobs import load
 from .._data._serialization import CloudPickled
@@ -27,6 +30,7 @@ from ..exceptions import (
     ApothicError,
     CallTimeoutError,
     FunctionTimeoutError,
+    InvalidError,
     JobCancelledError,
     NotFoundError,
     PlacementError,
@@ -98,8 +102,36 @@ def translate_failure(err: BaseException, job_id: str) -> BaseException:
         if isinstance(exc, BaseException):
             if tb:
                 exc.add_note(f"\nRemote traceback (job {job_id}):\n{tb.rstrip()}")
-            return exc
+            return mark_user_exception(exc)  # re-raised as it is, never translated
     return RemoteError(cause.message, str(detail.get("type") or kind), tb)
+
+
+def _job_logs(value: Any) -> JobLogs | None:
+    """The ``earlier`` detail of a failure (JSON) as a :class:`JobLogs`."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        attempts = [AttemptLogs(int(a["attempt"]), str(a["outcome"]), str(a.get("logs") or "")) for a in value["attempts"]]
+        return JobLogs(attempts, int(value["attempt"]), str(value.get("outcome") or ""), int(value.get("not_kept") or 0))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _attempts_text(earlier: JobLogs | None, last: str, state: str = "") -> str:
+    """``last`` (the last attempt's output) after the earlier attempts' output, each under a
+    ``--- attempt N (outcome) ---`` line; just ``last`` for a job that ran once."""
+    if earlier is None or not (earlier.attempts or earlier.not_kept):
+        return last
+
+    def section(label: str, outcome: str, text: str) -> str:
+        return f"--- {label} ({outcome}) ---\n" + text + ("\n" if text and not text.endswith("\n") else "")
+
+    n = earlier.not_kept
+    parts = [section(f"attempts 1-{n}" if n > 1 else "attempt 1", "output not kept", "")] if n else []
+    parts += [section(f"attempt {a.attempt}", a.outcome, a.logs) for a in earlier.attempts]
+    if earlier.attempt > (earlier.attempts[-1].attempt if earlier.attempts else n):  # not between attempts
+        parts.append(section(f"attempt {earlier.attempt}", earlier.outcome or state or "running", last))
+    return "".join(parts)
 
 
 class Job:
@@ -118,6 +150,11 @@ class Job:
     @classmethod
     def from_id(cls, job_id: str, *, client: ControlPlaneClient | None = None) -> "Job":
         """A handle on an existing job (no I/O; a missing job fails on first use with NotFoundError)."""
+        if not isinstance(job_id, str) or not job_id.strip():
+            raise InvalidError(
+                f"Job.from_id({job_id!r}): allowed: a job id, a non-empty string such as 'job-3f2a…' "
+                "(`Job.job_id`, `apothic jobs list`). Fix: pass the id of a job."
+            )
         return cls(job_id, client=client)
 
     def __repr__(self) -> str:
@@ -176,24 +213,44 @@ class Job:
 
     @synced
     async def logs(self) -> str:
-        """The function's own stdout and stderr (the last 256 KiB), so far or final."""
+        """The function's own stdout and stderr, so far or final.
+
+        A job that ran more than once shows every attempt's output, each headed by a line such
+        as ``--- attempt 1 (failed: ValueError: boom) ---`` (the one running now: ``(running)``).
+        Each attempt keeps its last 256 KiB (a running one: the last 32 KiB); of many failed
+        attempts the last two keep all of theirs, older ones their tail, the first ones beyond
+        twenty none (said in the text).
+        """
         desc = await self._describe()
+        handle = await self._handle()
         if desc.status == WorkflowExecutionStatus.RUNNING:
             client = await get_client(self._cp.settings)
+            current, state = "", "running"
             for pending in desc.raw_description.pending_activities:
-                if pending.activity_type.name == EXECUTE_ACTIVITY and pending.heartbeat_details.payloads:
+                if pending.activity_type.name != EXECUTE_ACTIVITY:
+                    continue
+                state = "waiting for a container" if pending.state == 1 else "running"  # 1: SCHEDULED
+                if pending.heartbeat_details.payloads:
                     values = await client.data_converter.decode(pending.heartbeat_details.payloads)
                     if values and isinstance(values[0], dict):
-                        return str(values[0].get("logs", ""))
-            return ""
-        handle = await self._handle()
+                        current = str(values[0].get("logs", ""))
+                break
+            try:  # the earlier attempts' output, kept by the workflow
+                earlier = await handle.query("logs", result_type=JobLogs, rpc_timeout=timedelta(seconds=5))
+            except (WorkflowQueryFailedError, RPCError, TimeoutError):  # no worker answers: this attempt's only
+                earlier = None
+            return _attempts_text(earlier, current, state)
         try:
-            return (await handle.result()).logs
+            result = await handle.result()
         except WorkflowFailureError as e:
             cause = e.cause
             while cause is not None and not isinstance(cause, ApplicationError):
                 cause = cause.cause
-            return str(_detail(cause).get("logs", "")) if isinstance(cause, ApplicationError) else ""
+            if not isinstance(cause, ApplicationError):
+                return ""
+            detail = _detail(cause)
+            return _attempts_text(_job_logs(detail.get("earlier")), str(detail.get("logs", "")))
+        return _attempts_text(result.earlier, result.logs)
 
     @synced
     async def cancel(self, wait_s: float = 30.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import sysconfig
 import time
 import traceback
 from datetime import timedelta
@@ -33,6 +34,7 @@ from .._contracts import (
 from .._control._client import connect
 from .._control._config import Settings
 from .._data._blobs import load, offload
+from .._data._code import load_code
 from .._data._serialization import CloudPickled
 from ..exceptions import InvalidError
 from ._events import EventPublisher, OutputError
@@ -77,14 +79,39 @@ class RuntimeConfig:
         )
 
 
+def _internal_roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Folders whose frames come before user code (Apothic, the standard library with asyncio)
+    and, inside them, folders that may hold user code (installed packages)."""
+    paths = sysconfig.get_paths()
+    apothic_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    internal = {apothic_dir, *(paths[k] for k in ("stdlib", "platstdlib") if k in paths)}
+    packages = {paths[k] for k in ("purelib", "platlib") if k in paths}
+    return _folders(internal), _folders(packages)
+
+
+def _folders(paths: set[str]) -> tuple[str, ...]:
+    """Real paths with a trailing separator, to test a file's path with ``startswith``."""
+    return tuple(sorted({os.path.join(os.path.realpath(p), "") for p in paths}))
+
+
+_INTERNAL, _PACKAGES = _internal_roots()
+
+
+def _is_internal(filename: str) -> bool:
+    if not os.path.isabs(filename):
+        return filename.startswith("<frozen ")
+    path = os.path.realpath(filename)
+    return path.startswith(_INTERNAL) and not path.startswith(_PACKAGES)
+
+
 def _user_frames(tb: Any) -> Any:
-    """Skip the runtime's own frames at the top of a traceback."""
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
-        tb = tb.tb_next
-    return tb
-
-
-_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+    """The traceback from its first frame of user code on: the runtime's frames (and those of
+    asyncio that ran an ``async def``) before it are left out. A traceback with no user frame
+    is kept whole."""
+    first = tb
+    while first is not None and _is_internal(first.tb_frame.f_code.co_filename):
+        first = first.tb_next
+    return first if first is not None else tb
 
 
 def user_error(e: BaseException, logs: str) -> ApplicationError:
@@ -138,7 +165,7 @@ class Runtime:
             "code", CodeRequest(function=cfg.function, version=cfg.version), result_type=CloudPickled
         )
         try:
-            self.fn = code.load()
+            self.fn = load_code(code)  # registers the source of the user's files in linecache
         except Exception:
             traceback.print_exc()
             self.exit_code = EXIT_BAD_CODE
