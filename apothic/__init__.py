@@ -1,72 +1,98 @@
 """Apothic: run Python functions on rented GPUs as durable Temporal workflows.
 
-This module only re-exports; everything else is private.
+This module only re-exports; everything else is private. Names load on first use, so that
+``import apothic`` (and ``import apothic.placement``, which runs this file first) stays cheap
+and loads neither Temporal nor any I/O client library.
 """
 
-from ._app import App, AppDeployment
-from ._control._connection import ControlPlaneClient
-from ._data._checkpoint import checkpoint, last_checkpoint
-from ._image._image import Image
-from ._invoke._function import Function, RemoteFunction
-from ._invoke._job import Job, JobStatus
-from ._invoke._watch import JobEvent
-from ._options._resources import (
-    CloudBucketMount,
-    Cron,
-    LivConfig,
-    Period,
-    Retries,
-    Secret,
-    StorageMount,
-    Volume,
-    batched,
-    concurrent,
-    liv,
-)
-from .exceptions import (
-    ApothicError,
-    CallTimeoutError,
-    FunctionTimeoutError,
-    InvalidError,
-    JobCancelledError,
-    NotFoundError,
-    NotSupportedError,
-    PlacementError,
-    RemoteError,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ApothicError",
-    "App",
-    "AppDeployment",
-    "CallTimeoutError",
-    "CloudBucketMount",
-    "ControlPlaneClient",
-    "Cron",
-    "Function",
-    "FunctionTimeoutError",
-    "Image",
-    "InvalidError",
-    "Job",
-    "JobCancelledError",
-    "JobEvent",
-    "JobStatus",
-    "LivConfig",
-    "NotFoundError",
-    "NotSupportedError",
-    "Period",
-    "PlacementError",
-    "RemoteError",
-    "RemoteFunction",
-    "Retries",
-    "Secret",
-    "StorageMount",
-    "Volume",
-    "batched",
-    "checkpoint",
-    "concurrent",
-    "last_checkpoint",
-    "liv",
-]
+# public name -> the private module that defines it
+_EXPORTS: dict[str, str] = {
+    "ApothicError": ".exceptions",
+    "App": "._app",
+    "AppDeployment": "._app",
+    "CallTimeoutError": ".exceptions",
+    "CloudBucketMount": "._options._resources",
+    "ControlPlaneClient": "._control._connection",
+    "Cron": "._options._resources",
+    "Function": "._invoke._function",
+    "FunctionTimeoutError": ".exceptions",
+    "Image": "._image",
+    "InvalidError": ".exceptions",
+    "Job": "._invoke._job",
+    "JobCancelledError": ".exceptions",
+    "JobEvent": "._invoke._watch",
+    "JobStatus": "._invoke._job",
+    "LivConfig": "._options._resources",
+    "NotFoundError": ".exceptions",
+    "NotSupportedError": ".exceptions",
+    "Period": "._options._resources",
+    "PlacementError": ".exceptions",
+    "RemoteError": ".exceptions",
+    "RemoteFunction": "._invoke._function",
+    "Retries": "._options._resources",
+    "Secret": "._options._resources",
+    "StorageMount": "._options._resources",
+    "Volume": "._options._resources",
+    "batched": "._options._resources",
+    "checkpoint": "._data._checkpoint",
+    "concurrent": "._options._resources",
+    "last_checkpoint": "._data._checkpoint",
+    "liv": "._options._resources",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'apothic' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    # For type checkers and editors only: at run time the names load lazily (above).
+    from ._app import App, AppDeployment  # noqa: F401
+    from ._control._connection import ControlPlaneClient  # noqa: F401
+    from ._data._checkpoint import checkpoint, last_checkpoint  # noqa: F401
+    from ._image import Image  # noqa: F401
+    from ._invoke._function import Function, RemoteFunction  # noqa: F401
+    from ._invoke._job import Job, JobStatus  # noqa: F401
+    from ._invoke._watch import JobEvent  # noqa: F401
+    from ._options._resources import (  # noqa: F401
+        CloudBucketMount,
+        Cron,
+        LivConfig,
+        Period,
+        Retries,
+        Secret,
+        StorageMount,
+        Volume,
+        batched,
+        concurrent,
+        liv,
+    )
+    from .exceptions import (  # noqa: F401
+        ApothicError,
+        CallTimeoutError,
+        FunctionTimeoutError,
+        InvalidError,
+        JobCancelledError,
+        NotFoundError,
+        NotSupportedError,
+        PlacementError,
+        RemoteError,
+    )

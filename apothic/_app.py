@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import json
 import sys
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
 
 import cloudpickle
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.service import RPCError
 
 from ._contracts import (
     APP_WORKFLOW,
@@ -31,9 +31,12 @@ from ._contracts import (
 from ._control._client import get_client
 from ._control._connection import ControlPlaneClient
 from ._control._loop import AioNamespace, synced
+from ._data._digest import canonical_module, code_digest
+from ._data._code import dump_code
 from ._data._serialization import MAX_INLINE_BYTES, CloudPickled
 from ._invoke._function import Function, check_name
 from ._options._resources import Cron, LivConfig, Period, Retries, Secret, StorageMount
+from ._options._problems import show
 from ._options._validation import FunctionOptions, placement_options, validate_options
 from ._schedule._schedules import schedule_config
 from .exceptions import ApothicError, InvalidError
@@ -85,8 +88,9 @@ def _user_roots() -> list[str]:
     return sorted(roots)
 
 
-def pickle_function(fn: Callable[..., Any]) -> CloudPickled:
-    """Pickle a user function by value, with the user's own modules it uses."""
+@contextlib.contextmanager
+def _user_code_by_value() -> Iterator[None]:
+    """While inside, cloudpickle pickles the user's own modules by value."""
     registered = []
     for root in _user_roots():
         try:
@@ -95,15 +99,27 @@ def pickle_function(fn: Callable[..., Any]) -> CloudPickled:
         except (ValueError, KeyError):
             pass
     try:
-        return CloudPickled.dump(fn, kind="code")
-    except Exception as e:  # noqa: BLE001
-        raise InvalidError(
-            f"function {fn.__qualname__} cannot be pickled for deploy: {e}. Fix: keep module-level state the "
-            "function uses picklable (no open files, locks or clients at import time)."
-        ) from None
+        yield
     finally:
         for root in registered:
             cloudpickle.unregister_pickle_by_value(sys.modules[root])
+
+
+def pickle_function(fn: Callable[..., Any]) -> tuple[CloudPickled, str]:
+    """Pickle a user function by value, with the user's own modules it uses.
+
+    Returns the pickle and the digest of its code (:func:`code_digest`: the same for the same
+    code whether the file ran as a script or was loaded by ``apothic deploy``).
+    """
+    with _user_code_by_value():
+        try:
+            code = dump_code(fn)  # code objects keep their file names; their files' source goes along
+        except Exception as e:  # noqa: BLE001
+            raise InvalidError(
+                f"function {fn.__qualname__} cannot be pickled for deploy: {e}. Fix: keep module-level state the "
+                "function uses picklable (no open files, locks or clients at import time)."
+            ) from None
+        return code, code_digest(fn, fallback=code.sha256)
 
 
 class App:
@@ -180,11 +196,11 @@ class App:
         if _fn is not None:
             if callable(_fn):
                 raise InvalidError(
-                    f"@app.function was used without parentheses on {getattr(_fn, '__name__', _fn)!r}. "
+                    f"@app.function was used without parentheses on {show(getattr(_fn, '__name__', _fn))}. "
                     "Did you forget parentheses? Fix: write `@app.function()`."
                 )
             raise InvalidError(
-                f"@app.function takes keyword options only, got the positional value {_fn!r}. "
+                f"@app.function takes keyword options only, got the positional value {show(_fn)}. "
                 "Fix: name the option, e.g. `@app.function(timeout_s=60)`."
             )
         unknown = sorted(set(options) - set(FunctionOptions.model_fields))
@@ -201,7 +217,7 @@ class App:
             if isinstance(fn, Function):
                 raise InvalidError(f"{fn.__name__!r} is already an app function. Fix: decorate it once.")
             if not callable(fn) or not hasattr(fn, "__name__"):
-                raise InvalidError(f"@app.function(...) decorates a function, got {fn!r}.")
+                raise InvalidError(f"@app.function(...) decorates a function, got {show(fn)}. Fix: put it on a `def`.")
             name = check_name("function", fn.__name__)
             opts = validate_options(name, options, fn)
             if name in self._functions:
@@ -218,7 +234,7 @@ class App:
         return FunctionSpec(
             name=fn.function_name,
             qualname=fn.__qualname__,
-            module=fn.__module__,
+            module=canonical_module(fn.__module__),
             cpu=o.cpu,
             memory_mb=o.memory_mb,
             timeout_s=o.timeout_s,
@@ -250,10 +266,10 @@ class App:
         for name in sorted(self._functions):
             fn = self._functions[name]
             spec = self._spec(fn)
-            code = pickle_function(fn.raw_f)
+            code, code_hash = pickle_function(fn.raw_f)
             functions.append(DeployFunction(spec=spec, code=code))
             digest.update(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
-            digest.update(code.sha256.encode())
+            digest.update(code_hash.encode())
         total = sum(f.code.size for f in functions)
         if total > MAX_INLINE_BYTES:
             raise InvalidError(
@@ -295,6 +311,4 @@ class App:
             ) from None
         except WorkflowUpdateFailedError as e:
             raise InvalidError(f"deploying {self.name!r} was refused: {e.cause or e}") from None
-        except RPCError as e:
-            raise ApothicError(f"deploying {self.name!r} failed: {e.message}") from None
         return AppDeployment(app=res.app, version=res.version, created=res.created, functions=tuple(res.functions))
