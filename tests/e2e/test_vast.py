@@ -104,7 +104,7 @@ def test_failure_and_cancel_leave_nothing_rented(app_name: str, vast_sim) -> Non
 
     app.deploy()
     # The job's events tell where and how it was placed, in order.
-    events = list(work.remote_events(0))
+    events = list(work.remote_events(0, snapshot=True))  # from `queued` on
     kinds = [e.event for e in events]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     for step in ("queued", "placement", "provisioning", "container", "started", "completed"):
@@ -114,11 +114,12 @@ def test_failure_and_cancel_leave_nothing_rented(app_name: str, vast_sim) -> Non
     assert placed and placed[0]["provider"] == "vast" and placed[0]["gpu_name"] == "RTX 3060"
     with pytest.raises(ValueError, match="negative: -1"):
         work.remote(-1, timeout_s=900)
-    job = work.spawn(60)
+    job = work.spawn(110)  # far longer than the waits below: only the cancel can end it in time
     wait_until(lambda: job.status().value == "running", timeout=120, what="the job to run")
     job.cancel()
-    with pytest.raises(apothic.ApothicError):
+    with pytest.raises(apothic.JobCancelledError):  # a timeout would raise CallTimeoutError
         job.wait(timeout_s=60)
+    assert job.status() is apothic.JobStatus.CANCELLED
     wait_until(lambda: not rented(vast_sim), timeout=120, what="no rented instance")
 
 
@@ -144,7 +145,7 @@ def test_an_offer_taken_between_search_and_create_moves_to_the_next(app_name: st
 def test_no_matching_offer_explains_each_constraint(app_name: str) -> None:
     app = App(app_name)
 
-    @app.function(gpu="H100", max_cost_per_hour_usd=0.05)
+    @app.function(gpu="H100_SXM", max_cost_per_hour_usd=0.05)
     def cheap() -> None: ...
 
     app.deploy()

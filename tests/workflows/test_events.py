@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from temporalio.client import Client, Interceptor, OutboundInterceptor, QueryWorkflowInput, StartWorkflowUpdateInput
+from temporalio.service import RPCError
 
 import apothic
 from apothic import App, ControlPlaneClient, JobEvent, JobStatus, Retries
 
 from ..conftest import free_port, start_dev_server, start_worker, stop, wait_until
+
+STREAM_POLL = "__temporal_workflow_stream_poll"  # the stream's long-poll update and its query
 
 pytestmark = pytest.mark.usefixtures("control_worker")
 
@@ -104,6 +112,18 @@ def assert_replays(workflow_id: str) -> None:
     run_blocking(replay())
 
 
+def stream_offset(job_id: str) -> int:
+    """How many events the job's log holds now."""
+    from apothic._control._client import get_client
+    from apothic._control._loop import run_blocking
+
+    async def query() -> int:
+        client = await get_client()
+        return await client.get_workflow_handle(job_id).query("__temporal_workflow_stream_offset", result_type=int)
+
+    return run_blocking(query())
+
+
 def test_a_watcher_reconnects_from_its_last_seq(app_name: str) -> None:
     app = App(app_name)
 
@@ -124,7 +144,8 @@ def test_a_watcher_reconnects_from_its_last_seq(app_name: str) -> None:
             break
     watch.close()  # disconnect mid-job
     assert job.status() is not JobStatus.COMPLETED
-    time.sleep(1.0)  # events go on while nobody watches
+    # Events go on while nobody watches: wait for two more before reconnecting.
+    wait_until(lambda: stream_offset(job.job_id) >= first[-1].seq + 2, timeout=30, what="more events")
 
     async def resume() -> list[JobEvent]:
         return [e async for e in job.aio.watch(after_seq=first[-1].seq)]
@@ -151,7 +172,7 @@ def test_failed_and_cancelled_end_with_their_terminal_event(app_name: str) -> No
         time.sleep(60)
 
     app.deploy()
-    events = list(broken.remote_events())
+    events = list(broken.remote_events(snapshot=True))
     assert_gapless(events)
     assert kinds(events)[0] == "queued" and kinds(events)[-1] == "failed"
     assert events[-1].data["type"] == "builtins.KeyError" and "missing" in events[-1].data["message"]
@@ -218,7 +239,7 @@ def test_remote_gen_yields_items_as_they_are_produced(app_name: str) -> None:
     assert stamps[1] - stamps[0] > 2.5
 
     # Outputs are events too, each after the lines printed before its yield.
-    events = list(slow_gen.remote_events(1, event_types=["log", "output"]))
+    events = list(slow_gen.remote_events(1, snapshot=True, event_types=["log", "output"]))
     assert kinds(events) == ["log", "output"] and events[1].data["value"] == {"i": 0}
     assert events[0].data["lines"] == ["yielding 0"]
     assert_replays(events[0].job_id)
@@ -260,7 +281,7 @@ def test_async_generators_errors_and_aio_twins(app_name: str, tmp_path: Path) ->
     async def run() -> tuple[list[int], list[str], list[str]]:
         items = [x async for x in countdown.aio.remote_gen(4)]
         remote = apothic.RemoteFunction.from_name(app_name, "countdown")
-        types = [e.event async for e in remote.aio.remote_events(2, event_types=["output", "completed"])]
+        types = [e.event async for e in remote.aio.remote_events(2, snapshot=True, event_types=["output", "completed"])]
         job = await countdown.aio.spawn(1)
         watched = [e.event async for e in job.aio.watch(snapshot=True)]
         return items, types, watched
@@ -309,59 +330,210 @@ def test_leaving_remote_gen_early_cancels_its_job(app_name: str) -> None:
     wait_until(lambda: run_blocking(statuses()) == ["CANCELED"], timeout=30, what="the job to be cancelled")
 
 
-def test_more_watchers_than_temporal_admits_polls_all_see_every_event(app_name: str) -> None:
-    """A job's workflow admits 10 blocked long-polls: more watchers wait their turn, and every
-    watcher sees every event once."""
-    app = App(app_name)
+WATCHER: contextvars.ContextVar[str] = contextvars.ContextVar("watcher", default="")
 
-    @app.function()
-    def ticker(n: int) -> int:
-        for i in range(n):
-            print(f"tick {i}", flush=True)
-            time.sleep(0.3)
-        return n
 
-    app.deploy()
-    job = ticker.spawn(10)
+class PollLog(Interceptor):
+    """Records how each watcher read a job's stream through this client: every long-poll (an
+    update of the job's workflow) and how its start ended (``ok`` or the RPC status the server
+    refused it with), and every read by query of the running job (the fallback; a read of a
+    closed job names its run, the fallback does not)."""
 
-    async def watch_all() -> list[list[JobEvent]]:
-        async def one() -> list[JobEvent]:
-            return [e async for e in job.aio.watch(snapshot=True)]
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, float]] = []  # (watcher, "poll" | "query", outcome, time)
 
-        return await asyncio.gather(*(one() for _ in range(14)))
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        log = self
 
-    results = asyncio.run(watch_all())
-    reference = list(job.watch(snapshot=True))
+        class Recording(OutboundInterceptor):
+            async def start_workflow_update(self, input: StartWorkflowUpdateInput) -> Any:
+                if input.update != STREAM_POLL:
+                    return await super().start_workflow_update(input)
+                try:
+                    handle = await super().start_workflow_update(input)
+                except RPCError as e:
+                    log.calls.append((WATCHER.get(), "poll", e.status.name if e.status else "?", time.time()))
+                    raise
+                log.calls.append((WATCHER.get(), "poll", "ok", time.time()))
+                return handle
+
+            async def query_workflow(self, input: QueryWorkflowInput) -> Any:
+                if input.query == STREAM_POLL and not input.run_id:
+                    log.calls.append((WATCHER.get(), "query", "ok", time.time()))
+                return await super().query_workflow(input)
+
+        return Recording(next)
+
+    def failed_polls(self) -> list[tuple[str, str, float]]:
+        return [(who, outcome, at) for who, kind, outcome, at in self.calls if kind == "poll" and outcome != "ok"]
+
+    def refused(self) -> dict[str, str]:
+        """Watcher -> the status the server refused its long-poll with for good (a limit;
+        after the client's own retries). A poll of a job that has ended fails with NOT_FOUND,
+        which is no refusal."""
+        out: dict[str, str] = {}
+        for who, outcome, _ in self.failed_polls():
+            if outcome != "NOT_FOUND":
+                out.setdefault(who, outcome)
+        return out
+
+    def queried(self, who: str) -> list[float]:
+        return [at for w, kind, _, at in self.calls if w == who and kind == "query"]
+
+    def fell_back(self) -> set[str]:
+        """Watchers that were refused a long-poll and then read by query."""
+        return {w for w in self.refused() if self.queried(w)}
+
+
+@contextlib.contextmanager
+def own_server(tmp_path: Path, dynamic_config: dict[str, Any]) -> Iterator[ControlPlaneClient]:
+    """A dev server of this test's own with the given limits, and a control worker for it."""
+    port = free_port()
+    server = start_dev_server(tmp_path / "temporal.db", port, dynamic_config=dynamic_config)
+    env = dict(os.environ, APOTHIC_TEMPORAL_ADDRESS=f"127.0.0.1:{port}", APOTHIC_HOME=str(tmp_path))
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        yield ControlPlaneClient(f"127.0.0.1:{port}")
+    finally:
+        stop(worker)
+        stop(server)
+
+
+async def watch_with_log(cp: ControlPlaneClient, job_id: str, count: int, log: PollLog,
+                         until_fallback: Path | None = None) -> list[list[JobEvent]]:
+    """``count`` watchers of the job from its first event, as ``job.aio.watch(snapshot=True)``
+    reads it (the same ``stream_events``), through a client that records their reads. With
+    ``until_fallback``, that file is created once a watcher has gone over to reading by query."""
+    from apothic._control._client import get_client
+    from apothic._invoke._watch import stream_events
+
+    base = await get_client(cp.settings)
+    client = Client(**{**base.config(), "interceptors": [log]})
+
+    async def one(i: int) -> list[JobEvent]:
+        WATCHER.set(f"watcher-{i}")
+        return [e async for e in stream_events(client, cp.settings, job_id, 0, None)]
+
+    watchers = [asyncio.ensure_future(one(i)) for i in range(count)]
+    if until_fallback is not None:
+        deadline = time.monotonic() + 120
+        while not log.fell_back() and not any(w.done() for w in watchers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        until_fallback.write_text("go")
+    return list(await asyncio.gather(*watchers))
+
+
+def closed_at(cp: ControlPlaneClient, job_id: str) -> float:
+    from apothic._control._client import get_client
+    from apothic._control._loop import run_blocking
+
+    async def describe() -> float:
+        client = await get_client(cp.settings)
+        desc = await client.get_workflow_handle(job_id).describe()
+        assert desc.close_time is not None
+        return desc.close_time.timestamp()
+
+    return run_blocking(describe())
+
+
+def test_more_watchers_than_temporal_admits_polls_all_see_every_event(app_name: str, tmp_path: Path) -> None:
+    """Temporal admits a bounded number of blocked long-polls per run (10 by default; 2 on
+    this test's own server). A watcher refused for longer than the client's own retries
+    (about 10 s) reads by query instead, and every watcher sees every event once."""
+    go = tmp_path / "go"
+    with own_server(tmp_path, {"history.maxInFlightUpdates": 2}) as cp:
+        app = App(app_name, client=cp)
+
+        @app.function(timeout_s=300)
+        def ticker(n: int, go_file: str) -> int:
+            for i in range(n):
+                print(f"tick {i}", flush=True)
+                time.sleep(0.3)
+                if i == n // 2:  # quiet until the test says: two long-polls stay blocked
+                    deadline = time.monotonic() + 150
+                    while not os.path.exists(go_file) and time.monotonic() < deadline:
+                        time.sleep(0.1)
+            return n
+
+        app.deploy()
+        job = ticker.spawn(8, str(go))
+        log = PollLog()
+        results = asyncio.run(watch_with_log(cp, job.job_id, 5, log, until_fallback=go))
+        assert job.wait() == 8
+        reference = list(job.watch(snapshot=True))
+        ended = closed_at(cp, job.job_id)
     assert_gapless(reference)
-    assert log_lines(reference) == [f"tick {i}" for i in range(10)]
+    assert log_lines(reference) == [f"tick {i}" for i in range(8)]
     for events in results:
         assert same(events, reference)
+    # The limit was reached: the server refused a long-poll for good, and that watcher read by
+    # query while the job still ran. (Other polls failed only once the job had ended.)
+    refused = log.refused()
+    assert refused and set(refused.values()) == {"RESOURCE_EXHAUSTED"}, log.calls  # in-flight limit
+    assert log.fell_back() == set(refused), log.calls
+    assert all(min(log.queried(w)) < ended for w in refused), log.calls
+    assert all(outcome == "RESOURCE_EXHAUSTED" or (outcome == "NOT_FOUND" and at >= ended)
+               for _, outcome, at in log.failed_polls()), log.calls
 
 
 def test_a_watcher_refused_by_the_update_limit_goes_on_by_query(app_name: str, tmp_path: Path) -> None:
     """Temporal admits a bounded number of updates per run (2,000 by default; 4 on this test's
     own server): once a job refuses the long-poll, its watcher reads the rest by query."""
-    port = free_port()
-    server = start_dev_server(tmp_path / "temporal.db", port, dynamic_config={"history.maxTotalUpdates": 4})
-    env = dict(os.environ, APOTHIC_TEMPORAL_ADDRESS=f"127.0.0.1:{port}", APOTHIC_HOME=str(tmp_path))
-    worker = start_worker(env, tmp_path / "worker.log")
-    try:
-        app = App(app_name, client=ControlPlaneClient(f"127.0.0.1:{port}"))
+    with own_server(tmp_path, {"history.maxTotalUpdates": 4}) as cp:
+        app = App(app_name, client=cp)
 
-        @app.function()
-        def ticker(n: int) -> int:
-            for i in range(n):
+        @app.function(timeout_s=300)
+        def ticker(go_file: str) -> int:
+            i = 0
+            while not os.path.exists(go_file) and i < 300:  # new lines (new polls) until the test says
                 print(f"tick {i}", flush=True)
                 time.sleep(0.4)
-            return n
+                i += 1
+            print(f"tick {i}", flush=True)  # and one more after the watcher fell back
+            return i + 1
 
         app.deploy()
-        job = ticker.spawn(8)
-        live = list(job.watch(snapshot=True))  # more than 4 long-polls: the later ones are refused
+        go = tmp_path / "go"
+        job = ticker.spawn(str(go))
+        log = PollLog()
+        (live,) = asyncio.run(watch_with_log(cp, job.job_id, 1, log, until_fallback=go))
+        n = job.wait()
         assert_gapless(live)
         assert live[-1].event == "completed"
-        assert log_lines(live) == [f"tick {i}" for i in range(8)]
+        assert log_lines(live) == [f"tick {i}" for i in range(n)]
         assert same(live, list(job.watch(snapshot=True)))  # a closed job is read by query alone
-    finally:
-        stop(worker)
-        stop(server)
+        ended = closed_at(cp, job.job_id)
+    polls = [outcome for _, kind, outcome, _ in log.calls if kind == "poll"]
+    # Four long-polls were admitted, the fifth refused (the total limit); the rest came by
+    # query, the first of them while the job still ran.
+    assert polls == ["ok"] * 4 + ["FAILED_PRECONDITION"], log.calls
+    assert log.fell_back() == {"watcher-0"} and min(log.queried("watcher-0")) < ended, log.calls
+
+
+def test_remote_events_snapshot_says_where_the_events_start(app_name: str) -> None:
+    """snapshot=True: every event from `queued` (seq 1); snapshot=False: from where the watch
+    attaches to the new job, which is always after `queued`, to the terminal event."""
+    app = App(app_name)
+
+    @app.function()
+    def greet(name: str) -> str:
+        print(f"hello {name}", flush=True)
+        time.sleep(0.6)
+        return name
+
+    app.deploy()
+    for attempt in range(2):  # the first call starts a container; the second finds it warm
+        full = list(greet.remote_events(f"full-{attempt}", snapshot=True))
+        assert full[0].event == "queued" and full[0].seq == 1, kinds(full)
+        assert_gapless(full)
+        assert full[-1].event == "completed" and f"hello full-{attempt}" in log_lines(full)
+
+        live = list(greet.remote_events(f"live-{attempt}"))
+        assert "queued" not in kinds(live) and live[0].seq > 1, kinds(live)
+        assert live[-1].event == "completed"
+        assert_gapless(live, start=live[0].seq)
+        # What it yielded is the tail of the job's log, from where it attached.
+        everything = list(apothic.Job.from_id(live[0].job_id).watch(snapshot=True))
+        assert same(everything[live[0].seq - 1:], live)
+    with pytest.raises(apothic.InvalidError, match=r"remote_events\(snapshot=1\): allowed: True"):
+        list(greet.remote_events("x", snapshot=1))  # type: ignore[arg-type]

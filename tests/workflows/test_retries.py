@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -19,6 +20,7 @@ import apothic
 from apothic import App, Job, JobStatus, Retries
 from apothic._contracts import JobInfo
 from apothic._control._embedded import temporal_binary
+from apothic._data._serialization import CloudPickled
 
 from ..conftest import ROOT, container_pids, wait_until
 
@@ -54,9 +56,10 @@ def test_user_errors_retry_with_the_stated_backoff(temporal: str, app_name: str,
     assert job.wait() == 3
     stamps = [float(x) for x in lines(marks)]
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    # Retry 1 waits 1 s, retry 2 waits 2 s (plus scheduling overhead).
-    assert 1.0 <= gaps[0] < 2.5, gaps
-    assert 2.0 <= gaps[1] < 3.5, gaps
+    # Retry 1 waits 1 s, retry 2 waits 2 s, plus the scheduling overhead (bounded generously:
+    # a busy machine adds seconds; the exact delays are the workflow's own, checked below).
+    assert 1.0 <= gaps[0] < 1.0 + 5, gaps
+    assert 2.0 <= gaps[1] < 2.0 + 5, gaps
     info = job_info(temporal, job.job_id)
     assert [(a.kind, a.retry_in_s) for a in info.attempts] == [("user", 1.0), ("user", 2.0)]
     assert "ConnectionError: upstream timed out" in info.attempts[0].reason
@@ -112,7 +115,22 @@ def test_a_lost_container_is_retried_without_using_the_users_retries(
     assert "stopped responding" in info.attempts[0].reason
 
 
-def test_a_checkpoint_comes_back_after_the_container_is_killed(app_name: str, tmp_path: Path) -> None:
+def heartbeat_checkpoint(address: str, job_id: str) -> Any:
+    """The checkpoint in the last heartbeat the server holds for the job's running attempt."""
+
+    async def read() -> Any:
+        client = await Client.connect(address)
+        desc = await client.get_workflow_handle(job_id).describe()
+        for pending in desc.raw_description.pending_activities:
+            if pending.activity_type.name == "apothic.execute" and pending.heartbeat_details.payloads:
+                (details,) = await client.data_converter.decode(pending.heartbeat_details.payloads)
+                return CloudPickled(**details["checkpoint"]).load() if details.get("checkpoint") else None
+        return None
+
+    return asyncio.run(read())
+
+
+def test_a_checkpoint_comes_back_after_the_container_is_killed(temporal: str, app_name: str, tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     app = App(app_name)
 
@@ -131,7 +149,9 @@ def test_a_checkpoint_comes_back_after_the_container_is_killed(app_name: str, tm
     assert count_to.local(2) == {"next": 2, "started_at": [0]}  # outside a container: no-ops
     job = count_to.spawn(15)
     wait_until(lambda: job.status() is JobStatus.RUNNING and pid_file.exists(), timeout=60, what="the job to run")
-    time.sleep(3)
+    # The server holds a checkpoint of step 3 or later: the retry resumes from it (or a later one).
+    wait_until(lambda: (heartbeat_checkpoint(temporal, job.job_id) or {"next": 0})["next"] >= 3, timeout=60,
+               what="a heartbeat with the checkpoint of step 3")
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
     result = job.wait(timeout_s=120)
     assert result["next"] == 15
@@ -161,7 +181,16 @@ def test_timeout_of_a_function_that_ignores_interruption_replaces_its_container(
     assert isinstance(pid.remote(), int)
 
 
-def test_a_job_cancelled_while_queued_never_runs(app_name: str, tmp_path: Path) -> None:
+def started_activities(address: str, workflow_id: str) -> int:
+    async def count() -> int:
+        client = await Client.connect(address)
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        return sum(e.HasField("activity_task_started_event_attributes") for e in history.events)
+
+    return asyncio.run(count())
+
+
+def test_a_job_cancelled_while_queued_never_runs(temporal: str, app_name: str, tmp_path: Path) -> None:
     ran = tmp_path / "ran"
     app = App(app_name)
 
@@ -179,8 +208,10 @@ def test_a_job_cancelled_while_queued_never_runs(app_name: str, tmp_path: Path) 
     assert second.status() is JobStatus.QUEUED
     second.cancel()
     assert second.status() is JobStatus.CANCELLED
+    # Its history is complete (the job has ended): no attempt of it was ever started.
+    assert started_activities(temporal, second.job_id) == 0
     assert first.wait() == "first"
-    time.sleep(1)
+    assert started_activities(temporal, first.job_id) == 1  # (the count sees an attempt that ran)
     assert lines(ran) == ["first"]
 
 
@@ -194,14 +225,12 @@ def test_cancel_from_the_temporal_cli(temporal: str, app_name: str) -> None:
     app.deploy()
     job = nap.spawn()
     wait_until(lambda: job.status() is JobStatus.RUNNING, timeout=60, what="the job to run")
-    started = time.monotonic()
     subprocess.run(
         [temporal_binary(), "workflow", "cancel", "--workflow-id", job.job_id, "--address", temporal],
         check=True, capture_output=True, timeout=30,
     )
-    with pytest.raises(apothic.JobCancelledError):
-        job.wait(timeout_s=30)
-    assert time.monotonic() - started < 15
+    with pytest.raises(apothic.JobCancelledError):  # it sleeps 300 s: only the cancel ends it this soon
+        job.wait(timeout_s=60)
     assert job.status() is JobStatus.CANCELLED
 
 
