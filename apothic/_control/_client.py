@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -23,9 +24,12 @@ STARTING_SERVER_WAIT_S = 30.0
 _locks: dict[int, asyncio.Lock] = {}
 
 
-def _tls(settings: Settings) -> TLSConfig | bool:
+def _tls(settings: Settings) -> TLSConfig | bool | None:
     if not settings.tls:
-        return False
+        # An API key without a word on TLS: leave it to the SDK, which turns TLS on (as Temporal
+        # Cloud needs); only an explicit APOTHIC_TEMPORAL_TLS=0 keeps it off then.
+        off = os.environ.get("APOTHIC_TEMPORAL_TLS", "").strip().lower() in ("0", "false", "no", "off")
+        return None if settings.api_key and not off else False
     if not (settings.tls_cert or settings.tls_ca):
         return True
 
