@@ -111,6 +111,32 @@ class ScheduleConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BatchSpec:
+    """``@apothic.batched(max_batch_size=, wait_ms=)``: the runtime gathers single inputs into lists."""
+
+    max_batch_size: int
+    wait_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MountSpec:
+    """One storage mount of a function: a volume or a bucket at ``path`` in its container.
+
+    ``kind`` is ``"volume"`` (``name``, ``backend``: ``default``, ``cloud`` or ``vast_local``) or
+    ``"bucket"`` (``name`` is the bucket; ``options``: ``prefix``, ``endpoint_url``,
+    ``read_only``, ``access_key_secret``, ``secret_key_secret``). Secrets are named, never
+    carried: their values are read where the container starts.
+    """
+
+    path: str
+    kind: str
+    name: str
+    backend: str = "default"
+    read_only: bool = False
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class FunctionSpec:
     """What the control plane needs to know about one function of a deployment."""
 
@@ -136,6 +162,15 @@ class FunctionSpec:
     disk_gb: float | None = None
     # Run on this schedule (a Temporal Schedule kept in step with the current version).
     schedule: ScheduleConfig | None = None
+    # @apothic.concurrent(target_inputs=): inputs per container the autoscaler aims at before it
+    # starts another (None: concurrent_requests, the most one container takes at once).
+    target_inputs: int | None = None
+    # @apothic.batched(...), or None.
+    batch: BatchSpec | None = None
+    # Names of the secrets whose KEY=VALUE pairs go into the container's environment.
+    secrets: list[str] = dataclasses.field(default_factory=list)
+    # Volumes and bucket mounts, by mount path.
+    mounts: list[MountSpec] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,6 +278,23 @@ def make_deployment(app: str, spec: FunctionSpec, version: int, startup_timeout_
     )
 
 
+def container_slots(spec: FunctionSpec) -> int:
+    """Inputs one container runs at once: ``tasks_per_container`` processes, each taking
+    ``concurrent_requests`` (a map's batch takes one slot)."""
+    return max(1, spec.tasks_per_container) * max(1, spec.concurrent_requests)
+
+
+def container_target(spec: FunctionSpec) -> int:
+    """Inputs per container the fleet aims at before it starts another: ``target_inputs``
+    (default ``concurrent_requests``) per process, times ``tasks_per_container``."""
+    return max(1, spec.tasks_per_container) * max(1, spec.target_inputs or spec.concurrent_requests)
+
+
+def fleet_slots(spec: FunctionSpec) -> int:
+    """Inputs the whole fleet runs at once at its ceiling (``max_containers`` containers)."""
+    return max(1, spec.max_containers) * container_slots(spec)
+
+
 @dataclasses.dataclass(frozen=True)
 class InvocationInput:
     """One call of a function: the Job."""
@@ -255,6 +307,9 @@ class InvocationInput:
     submitted_at: str = ""
     # Resolved by the client from the app's memo; None: resolve in the workflow.
     deployment: Deployment | None = None
+    # The client saw every slot of the fleet taken, or no fleet (FleetPending.saturated): the job
+    # asks for capacity at once instead of after its first 250 ms.
+    demand_now: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,6 +494,36 @@ class FleetStatus:
     failures: int
     retired: bool
     last_error: str = ""
+    # Inputs (a job: 1, a map: its batches in flight) of the outstanding callers.
+    demand: int = 0
+    # Inputs beyond what max_containers containers run at once (see FleetPending).
+    waiting: int = 0
+    # Inputs one container runs at once: tasks_per_container x concurrent_requests.
+    slots_per_container: int = 1
+    # Containers the demand asks for (ceil(demand / target per container), at most max_containers).
+    wanted: int = 0
+
+
+# The fleet's memo key of its FleetPending (read by clients with one describe).
+FLEET_PENDING_MEMO_KEY = "apothic.pending"
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetPending:
+    """What a fleet tells clients before they submit (its memo ``apothic.pending``).
+
+    ``waiting`` counts inputs beyond what ``max_containers`` containers run at once
+    (``slots`` = max_containers x tasks_per_container x concurrent_requests); ``full`` is
+    ``waiting >= limit`` (max_pending_tasks): spawn/remote are refused. ``saturated``: every slot
+    is taken, so a new input waits. Written only when ``full`` or ``saturated`` changes, so
+    ``waiting`` is the count at that moment.
+    """
+
+    full: bool = False
+    saturated: bool = False
+    waiting: int = 0
+    limit: int = 0
+    slots: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ from temporalio.exceptions import (
 
 from apothic._contracts import (
     EXECUTE_ACTIVITY,
+    NOT_RUN,
     RESOLVE_ACTIVITY,
     AttemptLogs,
     AttemptRecord,
@@ -61,6 +62,19 @@ LOGS_TAIL_BYTES = 4 * 1024
 LOGS_KEPT = 20
 # Marks jobs whose result or failure carries the output of their earlier attempts.
 ATTEMPT_LOGS_PATCH = "apothic-attempt-logs"
+# Marks jobs that read apothic.NotRun from execute (a container that retired before running
+# the input, e.g. a batch ahead of it ignored its interruption) as an infrastructure failure.
+NOT_RUN_PATCH = "apothic-not-run-infrastructure"
+
+
+def execute_timeout(spec: Any, inputs: int = 1) -> timedelta:
+    """The server's start-to-close of an execute (``inputs``: of an execute_batch), beyond the
+    function's own timeout that the container enforces. A batched input may first wait for the
+    batch running ahead of it and for its own batch to gather."""
+    timeout = timedelta(seconds=spec.timeout_s * inputs) + TIMEOUT_GRACE
+    if spec.batch is not None:
+        timeout += timedelta(seconds=spec.timeout_s + spec.batch.wait_ms / 1000)
+    return timeout
 
 # Called with the started activity; returns when it is done (or raises to abandon it).
 Waiter = Callable[[workflow.ActivityHandle[ExecuteOutput]], Awaitable[None]]
@@ -113,6 +127,16 @@ class Failure(Exception):
 def classify(e: ActivityError, dep: Deployment, attempt: int = 0) -> Failure:
     """Sort a failed execute activity into ``user``, ``infrastructure`` or ``final``."""
     cause = e.cause
+    if isinstance(cause, ApplicationError) and cause.type == NOT_RUN and workflow.patched(NOT_RUN_PATCH):
+        reason = "the function's container retired before running the input" + (f" (attempt {attempt})" if attempt else "")
+        return Failure(
+            "infrastructure",
+            reason,
+            ApplicationError(
+                f"{reason}; gave up after {MAX_INFRA_RETRIES} infrastructure retries", type="ContainerLost",
+                non_retryable=True,
+            ),
+        )
     if isinstance(cause, ApplicationError):
         error = ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
         kind = cause.type or ""
@@ -241,7 +265,7 @@ class InputRunner:
             task_queue=dep.task_queue,
             result_type=ExecuteOutput,
             schedule_to_start_timeout=timedelta(seconds=dep.startup_timeout_s),
-            start_to_close_timeout=timedelta(seconds=spec.timeout_s) + TIMEOUT_GRACE,
+            start_to_close_timeout=execute_timeout(spec),
             heartbeat_timeout=EXECUTE_HEARTBEAT,
             retry_policy=RetryPolicy(maximum_attempts=1),  # attempts are counted here, by kind
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,

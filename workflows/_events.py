@@ -97,7 +97,8 @@ class JobEvents:
         for ev in batch.events:
             if ev.event == "started":
                 started = True
-                self.emit("started", {"attempt": attempt, "container_id": batch.container_id}, ev.at)
+                batched = {k: ev.data[k] for k in ("batch", "batch_size") if k in ev.data}  # @batched inputs
+                self.emit("started", {"attempt": attempt, "container_id": batch.container_id, **batched}, ev.at)
             elif ev.event == "log":
                 self._add_log(ev.data, attempt, ev.at)
             elif ev.event == "output":

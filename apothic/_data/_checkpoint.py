@@ -21,6 +21,7 @@ call) ``checkpoint`` does nothing and ``last_checkpoint`` returns None.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from typing import Any, Protocol
 
@@ -29,6 +30,8 @@ from ..exceptions import InvalidError
 MAX_CHECKPOINT_BYTES = 1_000_000
 
 _local = threading.local()
+# Where several inputs run at once (threads, asyncio tasks): the input of the current context.
+_context_slot: contextvars.ContextVar[Any] = contextvars.ContextVar("apothic_checkpoint_slot", default=None)
 
 
 class _Slot(Protocol):
@@ -42,13 +45,22 @@ def _bind(slot: _Slot | None) -> None:
     _local.slot = slot
 
 
+def _bind_context(slot: _Slot | None) -> None:
+    """Used by the container runtime for an input that runs beside others (its own context)."""
+    _context_slot.set(slot)
+
+
+def _slot() -> _Slot | None:
+    return _context_slot.get() or getattr(_local, "slot", None)
+
+
 def checkpoint(state: Any) -> None:
     """Record ``state`` as this job's progress (replaces the previous checkpoint).
 
     Raises:
         InvalidError: ``state`` cannot be pickled or is over 1 MB pickled.
     """
-    slot = getattr(_local, "slot", None)
+    slot = _slot()
     if slot is None:
         return
     from ._serialization import CloudPickled
@@ -67,7 +79,7 @@ def checkpoint(state: Any) -> None:
 
 def last_checkpoint() -> Any:
     """The job's latest checkpoint (this attempt's, else the one an earlier attempt left), or None."""
-    slot = getattr(_local, "slot", None)
+    slot = _slot()
     if slot is None:
         return None
     return slot.previous_checkpoint()

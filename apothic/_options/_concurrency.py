@@ -7,17 +7,23 @@ Both go *under* ``@app.function(...)``, which reads the mark when it registers t
     def process(item): ...
 
 Their arguments are checked when the factory is called; where the mark sits, when it is
-applied (above ``@app.function`` it would be ignored, so it is refused). The behaviour (several inputs per container, gathering inputs into lists) is not
-built yet: ``@app.function`` refuses a marked function with ``NotSupportedError``.
+applied (above ``@app.function`` it would be ignored, so it is refused); how the mark combines
+with the decorator's options, by ``@app.function`` (:func:`mark_problems`), which then puts
+it in the function's spec (:func:`concurrency_spec`). The container runs a ``@concurrent``
+function's inputs several at once and gathers a ``@batched`` function's inputs into lists
+(``apothic/runtime``).
 """
 
 from __future__ import annotations
 
 import inspect
 import sys
+import types
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .._contracts import BatchSpec
 from ..exceptions import InvalidError
 from ._problems import format_problem, raise_problems, show
 
@@ -97,8 +103,8 @@ def concurrent(*, max_inputs: int, target_inputs: int | None = None) -> Callable
 
     Raises:
         InvalidError: a bad argument (checked here), the mark above ``@app.function`` or
-            together with ``@batched``. ``@app.function`` then refuses the marked function
-            with ``NotSupportedError``: the behaviour is not built yet.
+            together with ``@batched``; ``@app.function`` refuses it with
+            ``concurrent_requests=`` as well (the same limit, given twice).
     """
     example = "max_inputs=16"
     where = "@apothic.concurrent(...)"
@@ -125,6 +131,61 @@ def _one_required_parameter(fn: Any) -> str | None:
     return None
 
 
+# Annotations that say "a list" (also as strings, under ``from __future__ import annotations``).
+_LIST_TYPES = ("list", "List", "Sequence", "MutableSequence")
+
+
+def _is_list_annotation(annotation: Any) -> bool:
+    """A list, a sequence, or one of them or None (``list[int] | None``, ``Optional[list]``)."""
+    if annotation is inspect.Parameter.empty or annotation is list:
+        return True
+    if isinstance(annotation, str):
+        text = annotation.strip().strip("'\"")
+        if text.startswith(("Optional[", "typing.Optional[")) and text.endswith("]"):
+            return _is_list_annotation(text.split("[", 1)[1][:-1])
+        arms = [a.strip() for a in _split_union(text)]
+        if len(arms) > 1:
+            return all(a == "None" or _is_list_annotation(a) for a in arms) and any(a != "None" for a in arms)
+        return text.split("[", 1)[0].strip().rsplit(".", 1)[-1] in _LIST_TYPES
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        arms = typing.get_args(annotation)
+        return all(a is type(None) or _is_list_annotation(a) for a in arms) and any(a is not type(None) for a in arms)
+    target = origin if origin is not None else annotation
+    name = getattr(target, "__qualname__", None) or getattr(target, "_name", None) or ""
+    return name in _LIST_TYPES
+
+
+def _split_union(text: str) -> list[str]:
+    """``list[int] | None`` -> ``["list[int]", "None"]`` (``|`` outside brackets only)."""
+    arms, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "|" and depth == 0:
+            arms.append(text[start:i])
+            start = i + 1
+    arms.append(text[start:])
+    return arms
+
+
+def _batch_signature_problem(fn: Any) -> str | None:
+    """Why ``fn``'s parameters cannot each receive a list (None: they can)."""
+    params = list(inspect.signature(fn).parameters.values())
+    variadic = [p for p in params if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if variadic:
+        shown = ", ".join(("*" if p.kind is p.VAR_POSITIONAL else "**") + p.name for p in variadic)
+        return f"it takes {shown}"
+    for p in params:
+        if not _is_list_annotation(p.annotation):
+            shown = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", p.annotation)
+            return (
+                f"its parameter {p.name!r} is annotated {shown!s} (allowed: list, list[...], Sequence[...], "
+                "one of them | None, or no annotation)"
+            )
+    return None
+
+
 def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[F], F]:
     """Mark a function to receive lists of inputs gathered by the runtime.
 
@@ -137,10 +198,10 @@ def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[F], F]:
             of milliseconds from 0 to 600000 (10 minutes).
 
     Raises:
-        InvalidError: a bad argument (checked here), a function that does not take exactly one
-            required parameter, the mark above ``@app.function`` or together with
-            ``@concurrent``. ``@app.function`` then refuses the marked function with
-            ``NotSupportedError``: the behaviour is not built yet.
+        InvalidError: a bad argument (checked here); a function that does not take exactly one
+            required parameter, has ``*args``/``**kwargs``, a parameter annotated other than a
+            list, or yields; the mark above ``@app.function`` or together with ``@concurrent``;
+            ``@app.function`` refuses it with ``concurrent_requests=`` as well.
     """
     where = "@apothic.batched(...)"
     problems = [
@@ -159,6 +220,18 @@ def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[F], F]:
                 f"{render('batched', args)} on {fn.__name__!r}: a batched function takes exactly one required "
                 f"parameter, the list of inputs, but {why}. Fix: write `def {fn.__name__}(items: list) -> list`."
             )
+        why = _batch_signature_problem(fn)
+        if why is not None:
+            raise InvalidError(
+                f"{render('batched', args)} on {fn.__name__!r}: a batched function is called with one list per "
+                f"parameter (one value per input), but {why}. Fix: write `def {fn.__name__}(items: list) -> list` (other parameters "
+                "with defaults, each annotated list or not at all)."
+            )
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise InvalidError(
+                f"{render('batched', args)} on {fn.__name__!r}: a batched function returns a list with one result "
+                "per input; a generator (a function with `yield`) cannot. Fix: build the list and `return` it."
+            )
 
     def mark(fn: F) -> F:
         return _mark("batched", BATCHED_ATTR, args, fn, one_list_parameter)  # type: ignore[no-any-return]
@@ -167,9 +240,8 @@ def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[F], F]:
 
 
 def mark_problems(fn: Any, raw: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """At ``@app.function``: (invalid combinations, marks not supported yet)."""
+    """At ``@app.function``: (invalid combinations, marks not supported yet: none now)."""
     problems: list[str] = []
-    unsupported: list[str] = []
     conc = getattr(fn, CONCURRENT_ATTR, None)
     batch = getattr(fn, BATCHED_ATTR, None)
     if isinstance(conc, dict) and "concurrent_requests" in raw:
@@ -180,13 +252,30 @@ def mark_problems(fn: Any, raw: dict[str, Any]) -> tuple[list[str], list[str]]:
                 "two settings for the same limit",
             )
         )
-    for kind, args, what in (
-        ("concurrent", conc, "several inputs at once in one container"),
-        ("batched", batch, "inputs gathered into lists"),
-    ):
-        if isinstance(args, dict):
-            unsupported.append(
-                f"  - {render(kind, args)}: {what}: not supported yet; allowed: no @apothic.{kind} mark for now. "
-                f"Fix: remove {render(kind, args)} (each container runs one input at a time)."
+    if isinstance(batch, dict) and "concurrent_requests" in raw:
+        problems.append(
+            format_problem(
+                "concurrent_requests", raw["concurrent_requests"], f"not set together with {render('batched', batch)}",
+                "drop concurrent_requests=...: a batched function's container takes max_batch_size inputs at once "
+                "and runs one batch at a time",
+                "a batched function runs its batches one at a time",
             )
-    return problems, unsupported
+        )
+    return problems, []
+
+
+def concurrency_spec(fn: Any, concurrent_requests: int) -> dict[str, Any]:
+    """The ``FunctionSpec`` fields the marks set: ``concurrent_requests`` (the most inputs one
+    container takes at once: ``max_inputs``, a batched function's ``max_batch_size``, else the
+    option), ``target_inputs`` and ``batch``."""
+    conc = getattr(fn, CONCURRENT_ATTR, None)
+    batch = getattr(fn, BATCHED_ATTR, None)
+    if isinstance(conc, dict):
+        return {"concurrent_requests": conc["max_inputs"], "target_inputs": conc.get("target_inputs"), "batch": None}
+    if isinstance(batch, dict):
+        return {
+            "concurrent_requests": batch["max_batch_size"],
+            "target_inputs": None,
+            "batch": BatchSpec(max_batch_size=batch["max_batch_size"], wait_ms=batch["wait_ms"]),
+        }
+    return {"concurrent_requests": concurrent_requests, "target_inputs": None, "batch": None}

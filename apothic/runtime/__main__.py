@@ -13,9 +13,13 @@ from datetime import timedelta
 from .._control._config import load_settings
 from ._executor import MainThreadExecutor
 from ._runtime import Runtime, RuntimeConfig
+from ._tasks import supervise, wanted_tasks
 
 
 def main() -> None:
+    tasks = wanted_tasks()
+    if tasks > 1:  # tasks_per_container: this process starts the container's runtimes (never returns)
+        supervise(tasks)
     config = RuntimeConfig.from_env()
     executor = MainThreadExecutor()
     runtime = Runtime(config, load_settings(), executor)

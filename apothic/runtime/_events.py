@@ -1,8 +1,9 @@
 """Events of one running input, sent from its container to its job's workflow.
 
 One ``EventPublisher`` per attempt sends, in order, with the signal ``runtime_events``
-(``JobEventsIn``, numbered batches so that a resent batch is added once): ``started`` and the
-first ``log`` lines after ``FIRST_SEND_S`` (0.25 s), then log lines every ``LOG_EVERY_S``
+(``JobEventsIn``, numbered batches so that a resent batch is added once): ``started`` (for a
+batched function's input, when its batch starts, naming the batch) and the first ``log``
+lines after ``FIRST_SEND_S`` (0.25 s), then log lines every ``LOG_EVERY_S``
 (0.5 s), and each ``output`` (a value a generator function yielded) as soon as it is yielded,
 after the lines printed before it. An input that succeeds hands what is still unsent to its
 activity's result (:meth:`EventPublisher.finish`): a call that ends within 0.25 s sends no
@@ -85,13 +86,16 @@ def cut(line: str) -> str:
 class EventPublisher:
     """Sends one attempt's events to its job's workflow; see the module docstring."""
 
-    def __init__(self, client: Client, workflow_id: str, attempt: int, container_id: str, item: Any) -> None:
+    def __init__(
+        self, client: Client, workflow_id: str, attempt: int, container_id: str, item: Any, started: bool = True
+    ) -> None:
         self._handle = client.get_workflow_handle(workflow_id)
         self._attempt = attempt
         self._container_id = container_id
         self._item = item  # the WorkItem: its log_path is set once it starts
         self._loop = asyncio.get_running_loop()
-        self._pending: list[JobEventIn] = [JobEventIn(event="started", at=_now())]
+        # started=False: the input waits (for its batch); mark_started() adds the event then.
+        self._pending: list[JobEventIn] = [JobEventIn(event="started", at=_now())] if started else []
         self._unsent: JobEventsIn | None = None
         self._batch = 0
         self._wake = asyncio.Event()
@@ -108,6 +112,11 @@ class EventPublisher:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+
+    def mark_started(self, data: dict[str, Any]) -> None:
+        """The input starts now (on the runtime's loop); ``data`` goes into its started event
+        (a batched input's ``batch`` and ``batch_size``)."""
+        self._pending.insert(0, JobEventIn(event="started", data=data, at=_now()))
 
     # Called in the main thread, where the generator runs.
     def output(self, index: int, value: Any) -> None:

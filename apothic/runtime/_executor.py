@@ -1,4 +1,10 @@
-"""Runs user code in the main thread, interruptibly, with its output captured."""
+"""Runs user code in the main thread, interruptibly, with its output captured.
+
+This is the executor of a function that takes one input at a time (and of a batched
+function's calls, one batch at a time): fds 1 and 2 go to the input's capture file, so the
+output of C extensions and subprocesses is caught too, and a cancel or timeout interrupts the
+main thread with SIGUSR1. Several inputs at once run in ``_concurrent``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +34,7 @@ class Interrupted(BaseException):
     not swallow it.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -47,6 +54,15 @@ class WorkItem:
     on_output: Callable[[int, Any], None] | None = None
     skip_outputs: int = 0
     outputs: int = 0
+    # time.monotonic() when the user code started (0: not yet); the timeout counts from here.
+    started_at: float = 0.0
+    # A capture of its own (a batch's call); None: the executor's shared one.
+    capture: Any = None
+    # Concurrent executors: where the input runs (a thread slot or an asyncio task).
+    slot: Any = None
+    # Batched functions: called (on the runtime's loop) with the started event's data
+    # (batch id and size) when the input's batch starts.
+    on_start: Callable[[dict[str, Any]], None] | None = None
 
     def yielded(self, value: Any) -> None:
         index = self.outputs
@@ -79,6 +95,9 @@ class MainThreadExecutor:
     def stop(self) -> None:
         self._queue.put(None)
 
+    def done_with(self, item: WorkItem) -> None:
+        """The runtime has read what ``item`` printed (nothing to free: the capture is reused)."""
+
     def interrupt(self, item: WorkItem, reason: str) -> None:
         """Ask the main thread to abandon ``item`` by raising :class:`Interrupted` in it."""
         item.interrupt_reason = reason
@@ -104,8 +123,9 @@ class MainThreadExecutor:
 
     def _run(self, item: WorkItem) -> None:
         self._current = item
-        capture = self._capture.reset()
+        capture = item.capture if item.capture is not None else self._capture.reset()
         item.log_path = capture.path
+        item.started_at = time.monotonic()
         _checkpoint._bind(item)
         try:
             with capture:
@@ -155,12 +175,20 @@ async def _adrain(agen: Any, item: WorkItem) -> None:
 class _Capture:
     """Send fds 1 and 2 (and sys.stdout/err) to a file while user code runs.
 
-    One file per container, emptied before each input (one input runs at a time).
+    One file per container, emptied before each input (one input runs at a time); a batch
+    gets a file of its own (its inputs read it after the next batch has started).
     """
 
     def __init__(self) -> None:
         fd, self.path = tempfile.mkstemp(prefix="apothic-log-", suffix=".txt")
         self._fd = fd
+
+    def remove(self) -> None:
+        try:
+            os.close(self._fd)
+            os.unlink(self.path)
+        except OSError:
+            pass
 
     def reset(self) -> "_Capture":
         os.ftruncate(self._fd, 0)

@@ -24,11 +24,14 @@ from .._contracts import (
     EXIT_REPLACE,
     NOT_RUN,
     CodeRequest,
+    Deployment,
     ExecuteBatchInput,
     ExecuteBatchOutput,
     ExecuteInput,
     ExecuteOutput,
+    FunctionSpec,
     MapResultItem,
+    ResolveRequest,
     app_workflow_id,
 )
 from .._control._client import connect
@@ -37,6 +40,9 @@ from .._data._blobs import load, offload
 from .._data._code import load_code
 from .._data._serialization import CloudPickled
 from ..exceptions import InvalidError
+from ._batcher import Batcher, NotRun
+from ._concurrent import LoopExecutor, ThreadExecutor
+from ._mounts import EXIT_BAD_MOUNT, MountError, Mounts
 from ._events import EventPublisher, OutputError
 from ._executor import Interrupted, MainThreadExecutor, WorkItem, read_log
 
@@ -131,12 +137,22 @@ def user_error(e: BaseException, logs: str) -> ApplicationError:
 
 
 class Runtime:
-    """Loads the function's code, then serves its inputs until drained."""
+    """Loads the function's code, then serves its inputs until drained.
+
+    Inputs run in the main thread one at a time (``MainThreadExecutor``), or, for a function
+    that takes several at once (``FunctionSpec.concurrent_requests`` > 1), on threads or as
+    asyncio tasks (``_concurrent``), or, for a batched function, gathered into calls with
+    lists by the ``Batcher`` (the calls run in the main thread, one batch at a time).
+    """
 
     def __init__(self, config: RuntimeConfig, settings: Settings, executor: MainThreadExecutor) -> None:
         self.config = config
         self.settings = settings
         self.executor = executor
+        # Where inputs go: the main thread, a concurrent executor or the batcher (see serve).
+        self.runner: Any = executor
+        self.batcher: Batcher | None = None
+        self.slots = max(1, config.concurrency)
         self.exit_code = 0
         self.stuck = False
         self.fn: Any = None
@@ -146,6 +162,7 @@ class Runtime:
         self._in_flight = 0
         self._last_busy = time.monotonic()
         self._client: Client | None = None
+        self.mounts = Mounts.from_env()  # takes bucket keys out of the environment before user code runs
 
     def request_shutdown(self, reason: str) -> None:
         """Thread-safe: stop polling, let in-flight inputs finish, exit."""
@@ -161,20 +178,35 @@ class Runtime:
         cfg = self.config
         client = await connect(self.settings, start_embedded=False)
         self._client = client
-        code = await client.get_workflow_handle(app_workflow_id(cfg.app)).query(
-            "code", CodeRequest(function=cfg.function, version=cfg.version), result_type=CloudPickled
+        app = client.get_workflow_handle(app_workflow_id(cfg.app))
+        code, dep = await asyncio.gather(
+            app.query("code", CodeRequest(function=cfg.function, version=cfg.version), result_type=CloudPickled),
+            app.query("resolve", ResolveRequest(cfg.app, cfg.function, cfg.version), result_type=Deployment),
         )
+        self._choose_runner(dep.spec)  # before the code loads: its modules see the container's time.sleep
         try:
             self.fn = load_code(code)  # registers the source of the user's files in linecache
         except Exception:
             traceback.print_exc()
             self.exit_code = EXIT_BAD_CODE
             return
+        try:
+            await self.mounts.start()  # bucket and cloud volume files are in place before the first input
+        except MountError as e:
+            print(f"apothic: {e}", flush=True)
+            self.exit_code = EXIT_BAD_MOUNT
+            return
+        if dep.spec.batch is not None:
+            self.batcher = Batcher(
+                self.fn, dep.spec.batch, self.executor, cfg.container_id, INTERRUPT_GRACE_S, self._retire
+            )
+            self.batcher.start()
+            self.runner = self.batcher
         worker = Worker(
             client,
             task_queue=cfg.task_queue,
             activities=[self.execute, self.execute_batch],
-            max_concurrent_activities=max(1, cfg.concurrency),
+            max_concurrent_activities=self.slots,
             max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_EVERY_S),
             default_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_EVERY_S),
             graceful_shutdown_timeout=timedelta(hours=24),
@@ -188,6 +220,25 @@ class Runtime:
         if not run.done():
             await worker.shutdown()
         await run
+
+    def _choose_runner(self, spec: FunctionSpec) -> None:
+        """Where inputs run, and how many activities the worker takes at once: one (the main
+        thread); ``concurrent_requests`` (threads, or tasks of one loop for ``async def``); or,
+        batched, ``max_batch_size`` (so that a whole batch can gather)."""
+        if spec.batch is not None:
+            self.slots = max(1, spec.batch.max_batch_size)
+        elif spec.concurrent_requests > 1:
+            self.slots = spec.concurrent_requests
+            self.runner = LoopExecutor() if spec.is_async else ThreadExecutor(spec.concurrent_requests)
+        else:
+            self.slots = 1
+
+    def _retire(self, reason: str) -> None:
+        """An input ignored its interruption: stop polling, let the other inputs finish, exit
+        with EXIT_REPLACE so that the fleet starts a fresh container if jobs wait."""
+        self.stuck = True
+        self.exit_code = EXIT_REPLACE
+        self.request_shutdown(reason)
 
     async def _watch(self, client: Client) -> None:
         """Drain when idle for the idle window, or when nothing owns this container any more.
@@ -236,29 +287,32 @@ class Runtime:
 
     @activity.defn(name=EXECUTE_BATCH_ACTIVITY)
     async def execute_batch(self, inp: ExecuteBatchInput) -> ExecuteBatchOutput:
-        """Run a map's inputs one after the other, each with its own timeout and result."""
+        """Run a map's inputs one after the other, each with its own timeout and result (for a
+        batched function, all at once: they join the batcher's lists, results in order)."""
         self._check_input(inp.function, inp.version)
         cfg = self.config
         results: list[MapResultItem] = []
         inline = 0
         self._in_flight += 1
         try:
-            for item in inp.items:
-                if self.stuck:  # an earlier input ignored its interruption: leave the rest to others
+            if self.batcher is not None:
+                outcomes = await asyncio.gather(*(self._map_item(inp, item, bulk=True) for item in inp.items))
+            else:
+                outcomes = []
+                for item in inp.items:
+                    outcomes.append(await self._map_item(inp, item))
+                    activity.heartbeat({"done": len(outcomes)})
+            for item, outcome in zip(inp.items, outcomes):
+                if outcome is None:  # an earlier input ignored its interruption: left to others
                     results.append(MapResultItem(index=item.index, ok=False, error_type=NOT_RUN))
-                    continue
-                one = ExecuteInput(
-                    job_id=f"{inp.job_id}#{item.index}", function=inp.function, version=inp.version,
-                    args=item.args, timeout_s=inp.timeout_s,
-                )
-                try:
-                    out = await self._execute(one)
-                    value = out.value
+                elif isinstance(outcome, ExecuteOutput):
+                    value = outcome.value
                     if inline + len(value.data) > BATCH_INLINE_BYTES:
                         value = await self._offload_result(value, "", force=True)
                     inline += len(value.data)
                     results.append(MapResultItem(index=item.index, ok=True, value=value))
-                except ApplicationError as e:
+                else:
+                    e = outcome
                     detail = e.details[0] if e.details and isinstance(e.details[0], dict) else {}
                     detail = _fit_detail(detail, BATCH_INLINE_BYTES - inline)
                     inline += _detail_size(detail)
@@ -268,41 +322,64 @@ class Runtime:
                             error_detail=detail, final=e.non_retryable,
                         )
                     )
-                activity.heartbeat({"done": len(results)})
         finally:
             self._in_flight -= 1
             self._last_busy = time.monotonic()
         return ExecuteBatchOutput(results=results, container_id=cfg.container_id)
 
-    async def _execute(self, inp: ExecuteInput) -> ExecuteOutput:
+    async def _map_item(self, inp: ExecuteBatchInput, item: Any, bulk: bool = False) -> Any:
+        """One map input: its ExecuteOutput, its ApplicationError, or None if not run."""
+        if self.stuck:
+            return None
+        one = ExecuteInput(
+            job_id=f"{inp.job_id}#{item.index}", function=inp.function, version=inp.version,
+            args=item.args, timeout_s=inp.timeout_s,
+        )
+        try:
+            return await self._execute(one, bulk=bulk)
+        except ApplicationError as e:
+            return e
+
+    async def _execute(self, inp: ExecuteInput, bulk: bool = False) -> ExecuteOutput:
         try:
             args, kwargs = await load(inp.args, self.settings.blobs)
         except InvalidError as e:  # its blob cannot be read, or another Python pickled it
             raise ApplicationError(str(e), type="apothic.InvalidInput", non_retryable=True) from None
         item = WorkItem(self.fn, tuple(args), dict(kwargs), checkpoint_in=inp.checkpoint, skip_outputs=inp.skip_outputs)
         publisher: EventPublisher | None = None
+        batched = self.batcher is not None
         if inp.events_to and self._client is not None:
-            publisher = EventPublisher(self._client, inp.events_to, inp.attempt, self.config.container_id, item)
+            publisher = EventPublisher(
+                self._client, inp.events_to, inp.attempt, self.config.container_id, item, started=not batched
+            )
             item.on_output = publisher.output
+            if batched:
+                item.on_start = publisher.mark_started  # names the batch the input runs in
             publisher.start()
-        fut = asyncio.wrap_future(self.executor.submit(item))
+        runner = self.runner
         try:
-            out = await self._supervise(inp, item, fut)
-        except BaseException:
+            fut = asyncio.wrap_future(runner.submit(item, bulk) if batched else runner.submit(item))
+            try:
+                out = await self.mounts.around(  # writes under the mount paths are uploaded first
+                    self._supervise(inp, item, fut), self._client, inp.events_to, self.config.container_id)
+            except BaseException:
+                if publisher is not None:
+                    await publisher.close()  # the job's events arrive before its activity's outcome
+                raise
             if publisher is not None:
-                await publisher.close()  # the job's events arrive before its activity's outcome
-            raise
-        if publisher is not None:
-            rest = await publisher.finish()  # the last events travel with the result
-            if rest is not None:
-                out = dataclasses.replace(out, events=rest)
-        return out
+                rest = await publisher.finish()  # the last events travel with the result
+                if rest is not None:
+                    out = dataclasses.replace(out, events=rest)
+            return out
+        finally:
+            runner.done_with(item)  # its output has been read: a file of its own can go
 
     async def _supervise(self, inp: ExecuteInput, item: WorkItem, fut: asyncio.Future) -> ExecuteOutput:
-        deadline = time.monotonic() + inp.timeout_s
         try:
             while not fut.done():
-                remaining = deadline - time.monotonic()
+                # The timeout counts from the start of the user code (a batched input may wait
+                # for its batch first).
+                remaining = item.started_at + inp.timeout_s - time.monotonic() if item.started_at else inp.timeout_s
                 if remaining <= 0:
                     await self._interrupt(item, fut, "timeout")
                     break
@@ -325,7 +402,7 @@ class Runtime:
         try:
             result = fut.result()
         except Interrupted as e:
-            if e.reason == "timeout":
+            if (item.interrupt_reason or e.reason) == "timeout":
                 raise ApplicationError(
                     f"the function ran longer than its timeout_s={inp.timeout_s:g}",
                     {"logs": logs},
@@ -334,6 +411,8 @@ class Runtime:
             raise asyncio.CancelledError() from None
         except OutputError as e:
             raise ApplicationError(str(e), {"logs": logs}, type="apothic.InvalidResult", non_retryable=True) from None
+        except NotRun as e:  # the container retires before this input ran: rerun elsewhere, not counted
+            raise ApplicationError(str(e), {"logs": logs}, type=NOT_RUN) from None
         except BaseException as e:  # noqa: BLE001 - the user's own error
             raise user_error(e, logs) from None
         try:
@@ -356,17 +435,16 @@ class Runtime:
             raise ApplicationError(str(e), {"logs": logs}, type="apothic.InvalidResult", non_retryable=True) from None
 
     async def _interrupt(self, item: WorkItem, fut: asyncio.Future, reason: str) -> None:
-        self.executor.interrupt(item, reason)
+        self.runner.interrupt(item, reason)
         deadline = time.monotonic() + INTERRUPT_GRACE_S
         while not fut.done() and time.monotonic() < deadline:
             await asyncio.wait({fut}, timeout=min(HEARTBEAT_EVERY_S, deadline - time.monotonic()))
             if not fut.done():  # still alive: keep heartbeating through the grace period
                 activity.heartbeat({"logs": read_log(item.log_path, HEARTBEAT_LOG_BYTES), "checkpoint": item.checkpoint_out})
         if not fut.done():
-            # The code ignores interruption: retire this container once this input is reported.
-            self.stuck = True
-            self.exit_code = EXIT_REPLACE
-            self.request_shutdown(f"an input ignored its {reason} for {INTERRUPT_GRACE_S:g} s")
+            # The code ignores interruption: retire this container once this input is reported
+            # (and the others running beside it have finished).
+            self._retire(f"an input ignored its {reason} for {INTERRUPT_GRACE_S:g} s")
 
 
 def _detail_size(detail: dict[str, Any]) -> int:
