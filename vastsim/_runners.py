@@ -162,9 +162,15 @@ class DockerRunner(ProcessRunner):
         # reaches services of this machine (Temporal on loopback) at their usual addresses.
         cmd = [self.docker, "run", "--name", self.name, "--pull", "never", "--init", "--network", "host",
                "--label", f"vastsim={self.marker}", "-e", f"{MARKER_ENV}={self.marker}"]
+        passed = {}
         for key, value in env.items():
-            if key not in ("PATH", "HOME", "LANG"):
+            if key in ("PATH", "HOME", "LANG"):
+                continue
+            if key.startswith("DOCKER_"):  # would steer the client itself
                 cmd += ["-e", f"{key}={value}"]
+            else:  # the value from the client's environment: argv is visible to every local user (ps)
+                cmd += ["-e", key]
+                passed[key] = value
         for mount_path, host_dir in mounts.items():
             cmd += ["-v", f"{host_dir}:{mount_path}"]
         if argv:
@@ -173,6 +179,7 @@ class DockerRunner(ProcessRunner):
             cmd += [image]
         client_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "DOCKER_HOST",
                                                                   "DOCKER_CONFIG", "DOCKER_CONTEXT")}
+        client_env.update(passed)
         super().start(cmd, client_env, cwd, log_path, image, mounts)
 
     def wait(self, kill_group: bool = True) -> int:
