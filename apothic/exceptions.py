@@ -24,6 +24,8 @@ attached as a note (``exc.__notes__``).
     ├── RemoteError             the remote side failed in a way that has no local type
     ├── FunctionTimeoutError    the function's own ``timeout_s`` expired
     ├── CallTimeoutError        the caller's ``remote(timeout_s=...)`` wait expired
+    ├── PendingLimitError       ``max_pending_tasks`` inputs already wait for capacity; nothing
+    │                           was submitted
     └── JobCancelledError       the job was cancelled before it produced a result
 """
 
@@ -38,6 +40,7 @@ __all__ = [
     "JobCancelledError",
     "NotFoundError",
     "NotSupportedError",
+    "PendingLimitError",
     "PermissionDeniedError",
     "PlacementError",
     "RemoteError",
@@ -136,6 +139,23 @@ class CallTimeoutError(ApothicError):
 
     The job itself may still be running unless the message says it was cancelled.
     """
+
+
+class PendingLimitError(ApothicError):
+    """A ``spawn``/``remote`` was refused at once: ``max_pending_tasks`` inputs of the function
+    already wait for capacity. Nothing was submitted.
+
+    ``map``, ``starmap``, ``for_each`` and ``spawn_map`` never raise it: they wait for room.
+
+    Attributes:
+        limit: the function's ``max_pending_tasks``.
+        waiting: inputs the fleet counted waiting when it closed the queue.
+    """
+
+    def __init__(self, message: str, limit: int = 0, waiting: int = 0) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.waiting = waiting
 
 
 class JobCancelledError(ApothicError):

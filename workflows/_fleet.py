@@ -12,6 +12,7 @@ from temporalio.common import RetryPolicy
 from apothic._contracts import (
     CLOSED_JOBS_ACTIVITY,
     CONTAINER_WORKFLOW,
+    FLEET_PENDING_MEMO_KEY,
     FLEET_WORKFLOW,
     ClosedJobsRequest,
     ClosedJobsResult,
@@ -20,8 +21,12 @@ from apothic._contracts import (
     ContainerStopped,
     Demand,
     FleetInput,
+    FleetPending,
     FleetStatus,
+    container_slots,
+    container_target,
     container_workflow_id,
+    fleet_slots,
 )
 
 # Consecutive container failures after which the jobs waiting for capacity are failed.
@@ -30,6 +35,9 @@ MAX_BACKOFF_S = 60.0
 # Continue-as-new well before Temporal's history limits.
 MAX_HISTORY_EVENTS = 4000
 FLEET_CHANGED_EARLY_PATCH = "apothic-fleet-changed-early"
+# Marks fleets that count draining containers against max_containers and publish their
+# pending count (memo apothic.pending) for max_pending_tasks.
+FLEET_KNOBS_PATCH = "apothic-fleet-knobs"
 
 
 @workflow.defn(name=FLEET_WORKFLOW)
@@ -38,8 +46,12 @@ class FleetWorkflow:
 
     A job that is not finished shortly after it was submitted signals ``demand`` (and
     ``demand(active=False)`` when it ends); calls served at once by a warm container never
-    involve the fleet. The fleet runs ``ceil(waiting / concurrent_requests)`` containers, at
-    most ``max_containers``. A container drains itself after the idle window without inputs;
+    involve the fleet. A map's demand weighs the batches it has in flight. The fleet runs
+    ``ceil(demand / container_target)`` containers (``target_inputs``, default
+    ``concurrent_requests``, per process, times ``tasks_per_container``), at most
+    ``max_containers``, draining ones included. It publishes how many inputs wait beyond the
+    ceiling's slots in its memo (``FleetPending``), which clients read before a spawn to
+    enforce ``max_pending_tasks``. A container drains itself after the idle window without inputs;
     each is a ContainerWorkflow (abandoned child) that signals ``container_stopped`` once it
     has released its machine. A fleet with no container and no waiting job ends. A retired
     fleet (its version was superseded or the app removed) still serves the jobs that started on
@@ -56,6 +68,8 @@ class FleetWorkflow:
         self.retired = inp.retired
         self.last_error = ""
         self.changed = False
+        self.knobs = False  # FLEET_KNOBS_PATCH, decided in the first round
+        self.published = FleetPending()  # what the memo says (carried by continue-as-new)
 
     @workflow.signal
     def demand(self, d: Demand) -> None:
@@ -84,6 +98,7 @@ class FleetWorkflow:
 
     @workflow.query
     def status(self) -> FleetStatus:
+        spec = self.dep.spec
         return FleetStatus(
             deployment=self.dep,
             containers=list(self.containers.values()),
@@ -91,10 +106,15 @@ class FleetWorkflow:
             failures=self.failures,
             retired=self.retired,
             last_error=self.last_error,
+            demand=self._demand(),
+            waiting=max(0, self._demand() - fleet_slots(spec)),
+            slots_per_container=container_slots(spec),
+            wanted=self._wanted(),
         )
 
     @workflow.run
     async def run(self, inp: FleetInput) -> None:
+        self.published = workflow.memo_value(FLEET_PENDING_MEMO_KEY, FleetPending(), type_hint=FleetPending)
         while True:
             # Cleared before this round's awaits, so that a signal arriving while it starts
             # containers wakes the next round at once (older runs cleared it after them and
@@ -102,13 +122,18 @@ class FleetWorkflow:
             changed_early = workflow.patched(FLEET_CHANGED_EARLY_PATCH)
             if changed_early:
                 self.changed = False
+            self.knobs = workflow.patched(FLEET_KNOBS_PATCH)
             if self.failures >= MAX_START_FAILURES and self.outstanding and not self.containers:
                 # No container is alive, so none of these jobs is running: they all wait in vain.
                 await self._fail_waiting_jobs()
+            if self.knobs:
+                self._publish_pending()  # before starting containers, which takes a task each
             if self.retired and not self.outstanding:
                 await self._drain_all()
             else:
                 await self._scale_up()
+            if self.knobs:
+                self._publish_pending()
             if not self.containers and not self.outstanding:
                 return  # nothing to hold; the next job that waits starts the fleet again
             if self._should_continue_as_new():
@@ -125,19 +150,33 @@ class FleetWorkflow:
     def _active(self) -> list[ContainerRecord]:
         return [c for c in self.containers.values() if not c.draining]
 
+    def _demand(self) -> int:
+        """Inputs the outstanding callers run or wait to run (a job: 1, a map: its batches)."""
+        return sum(self.outstanding.values())
+
     def _wanted(self) -> int:
         if not self.outstanding:
             return 0
-        per = max(1, self.dep.spec.concurrent_requests)
-        return min(self.dep.spec.max_containers, math.ceil(sum(self.outstanding.values()) / per))
+        # target_inputs (default concurrent_requests) per process, tasks_per_container processes
+        # (both 1 for deployments from before they existed: the old rule).
+        per = container_target(self.dep.spec)
+        return min(self.dep.spec.max_containers, math.ceil(self._demand() / per))
+
+    def _to_start(self) -> int:
+        """Containers to start now: what the demand wants beyond the active ones, and never
+        past ``max_containers`` alive, counting those still draining (older runs did not)."""
+        missing = self._wanted() - len(self._active())
+        if self.knobs:
+            missing = min(missing, self.dep.spec.max_containers - len(self.containers))
+        return missing
 
     async def _scale_up(self) -> None:
-        if self._wanted() <= len(self._active()) or self.failures >= MAX_START_FAILURES:
+        if self._to_start() <= 0 or self.failures >= MAX_START_FAILURES:
             return
         if self.failures:
             await workflow.sleep(min(MAX_BACKOFF_S, 2.0**self.failures))
         # Recount after the backoff: jobs may have ended or containers stopped meanwhile.
-        for _ in range(self._wanted() - len(self._active())):
+        for _ in range(self._to_start()):
             cid = f"c-{str(workflow.uuid4())[:12]}"
             record = ContainerRecord(container_id=cid, started_at=workflow.now().isoformat())
             self.containers[cid] = record
@@ -149,6 +188,22 @@ class FleetWorkflow:
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 static_summary=f"container {cid} of {self.dep.app}.{self.dep.function} v{self.dep.version}",
             )
+
+    def _publish_pending(self) -> None:
+        """Keep the memo ``apothic.pending`` (read by clients before they submit) in step:
+        written only when ``full`` or ``saturated`` changes, so that a steady fleet adds nothing
+        to its history."""
+        spec = self.dep.spec
+        slots = fleet_slots(spec)
+        demand = self._demand()
+        full = demand - slots >= spec.max_pending_tasks
+        saturated = demand >= slots
+        if (full, saturated) == (self.published.full, self.published.saturated):
+            return
+        self.published = FleetPending(
+            full=full, saturated=saturated, waiting=max(0, demand - slots), limit=spec.max_pending_tasks, slots=slots
+        )
+        workflow.upsert_memo({FLEET_PENDING_MEMO_KEY: self.published})
 
     def _next_wakeup(self) -> timedelta | None:
         if self.outstanding:

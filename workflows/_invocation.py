@@ -125,11 +125,16 @@ class InvocationWorkflow:
         self.status = "queued"
         if not self.demanded:
             # A warm container takes the input at once: the fleet is not involved. Only a job
-            # still unfinished after DEMAND_AFTER tells the fleet it wants capacity.
-            try:
-                await workflow.wait_condition(execute.done, timeout=DEMAND_AFTER)
-            except asyncio.TimeoutError:
+            # still unfinished after DEMAND_AFTER tells the fleet it wants capacity, unless the
+            # client saw every slot taken (it will wait: the fleet counts it at once, which
+            # keeps its pending count, and max_pending_tasks, close to the truth in a burst).
+            if self.inp.demand_now:
                 await self._demand(dep)
+            else:
+                try:
+                    await workflow.wait_condition(execute.done, timeout=DEMAND_AFTER)
+                except asyncio.TimeoutError:
+                    await self._demand(dep)
         await workflow.wait_condition(lambda: execute.done() or bool(self.capacity_error))
         if not execute.done():
             raise Failure(

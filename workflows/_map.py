@@ -29,15 +29,17 @@ from apothic._contracts import (
     MapResults,
     MapResultsRequest,
     MapState,
+    container_target,
+    fleet_slots,
 )
 
 from ._attempts import (
     EXECUTE_HEARTBEAT,
     MAX_INFRA_RETRIES,
-    TIMEOUT_GRACE,
     cancel_and_wait,
     classify,
     error_kind,
+    execute_timeout,
     resolve,
 )
 from ._invocation import demand_capacity
@@ -53,6 +55,24 @@ MAX_BATCH = 32
 # their inputs and outputs, so the size counts too.
 MAX_HISTORY_EVENTS = 4000
 MAX_HISTORY_BYTES = 2_000_000
+# Marks maps that size their batches in flight by the fleet's slots and max_pending_tasks, and
+# tell the fleet when the batches they can use change (older maps asked for a fixed weight).
+MAP_DEMAND_PATCH = "apothic-map-demand"
+
+
+def batch_slots(dep: Deployment) -> int:
+    """Slots of a container one of a map's batches fills: one (its inputs run one after the
+    other), or all ``max_batch_size`` of a process for a ``@batched`` function (its inputs
+    join the batcher's lists at once)."""
+    return max(1, dep.spec.concurrent_requests) if dep.spec.batch is not None else 1
+
+
+def map_batches(dep: Deployment, max_in_flight: int) -> int:
+    """Batches a map keeps in flight: one per slot of the fleet at its ceiling (running),
+    plus as many again queued behind them so that no slot waits for the next batch, but
+    never more queued than ``max_pending_tasks``."""
+    slots = max(1, fleet_slots(dep.spec) // batch_slots(dep))
+    return max(1, min(max_in_flight, slots + min(slots, dep.spec.max_pending_tasks)))
 
 
 def _size(item: MapItem | MapResultItem) -> int:
@@ -98,10 +118,15 @@ class MapWorkflow:
         self.waiting: dict[int, asyncio.Task[None]] = {}  # inputs sleeping before a user retry
         self.batch_seq = 0
         spec = inp.deployment.spec if inp.deployment else None
-        per_container = (spec.concurrent_requests if spec else 1) or 1
+        # A batched function's container takes max_batch_size inputs (concurrent_requests), but a
+        # map's execute_batch carries many: two per container, as for one input at a time.
+        per_container = 1 if spec is None or spec.batch is not None else spec.concurrent_requests or 1
         containers = spec.max_containers if spec else 1
-        # Two batches per container: one runs while the next waits on its task queue.
+        # Two batches per container: one runs while the next waits on its task queue (maps
+        # from before MAP_DEMAND_PATCH; newer ones size this in run(), see map_batches).
         self.max_batches = max(1, min(inp.max_in_flight, 2 * containers * per_container))
+        self.weight = self.max_batches  # what the fleet was last told (Demand.weight)
+        self.knobs = False
 
     # --- messages -----------------------------------------------------------------------
 
@@ -172,7 +197,11 @@ class MapWorkflow:
     @workflow.run
     async def run(self, inp: MapInput) -> int:
         dep = inp.deployment or await resolve(inp.app, inp.function)
-        demand = Demand(job_id=inp.map_id, weight=self.max_batches)
+        self.knobs = workflow.patched(MAP_DEMAND_PATCH)
+        if self.knobs:
+            self.max_batches = map_batches(dep, inp.max_in_flight)
+            self.weight = self._weight_wanted(dep)
+        demand = Demand(job_id=inp.map_id, weight=self.weight)
         await demand_capacity(dep, demand)
         try:
             while True:
@@ -193,6 +222,8 @@ class MapWorkflow:
                         f"{len(self.in_flight)} running (run {self.runs})"
                         + (f"; {self.last_container_step}" if self.done == 0 and self.last_container_step else "")
                     )
+                if self.knobs:  # after clearing `changed`: what arrives meanwhile wakes the next round
+                    await self._tell_demand(dep)
                 await workflow.wait_condition(lambda: self.changed)
         except (asyncio.CancelledError, CancelledError):
             tasks = [*self.in_flight.values(), *self.waiting.values()]
@@ -203,6 +234,27 @@ class MapWorkflow:
             raise
         await self._release(dep)
         return self.done
+
+    def _weight_wanted(self, dep: Deployment) -> int:
+        """The slots this map can use now (its Demand.weight): those of all the batches it may
+        have in flight while inputs are pending, else of those running (one at least while the
+        map lives)."""
+        batches = self.max_batches if self.pending or not self.fed else max(1, len(self.in_flight))
+        return batches * batch_slots(dep)
+
+    async def _tell_demand(self, dep: Deployment) -> None:
+        """Tell the fleet when the containers this map's batches ask for change (a map fed
+        slowly, or in its last batches, wants fewer; one fed again, more). Only a change of
+        containers is told, so a long map sends a handful of signals."""
+        if self.capacity_error:  # the fleet gave up on this map's demand: do not restart it
+            return
+        wanted = self._weight_wanted(dep)
+        per = container_target(dep.spec)
+        cap = max(1, dep.spec.max_containers)
+        if min(cap, math.ceil(wanted / per)) == min(cap, math.ceil(self.weight / per)):
+            return
+        self.weight = wanted
+        await demand_capacity(dep, Demand(job_id=self.inp.map_id, weight=wanted))
 
     async def _release(self, dep: Deployment) -> None:
         try:
@@ -245,7 +297,7 @@ class MapWorkflow:
             task_queue=dep.task_queue,
             result_type=ExecuteBatchOutput,
             schedule_to_start_timeout=timedelta(seconds=dep.startup_timeout_s),
-            start_to_close_timeout=timedelta(seconds=spec.timeout_s * len(batch)) + TIMEOUT_GRACE,
+            start_to_close_timeout=execute_timeout(spec, len(batch)),
             heartbeat_timeout=EXECUTE_HEARTBEAT,
             retry_policy=RetryPolicy(maximum_attempts=1),  # retries are counted per input, by kind
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,

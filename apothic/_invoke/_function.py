@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -19,10 +20,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from .._contracts import (
     APP_MEMO_KEY,
+    FLEET_PENDING_MEMO_KEY,
     INVOCATION_WORKFLOW,
     TERMINAL_EVENT_TYPES,
     AppMemo,
     Deployment,
+    FleetPending,
     InvocationInput,
     InvocationResult,
     app_workflow_id,
@@ -34,7 +37,7 @@ from .._control._loop import AioNamespace, synced, synced_iter
 from .._data._blobs import load, offload
 from .._data._serialization import CloudPickled
 from .._options._names import check_name
-from ..exceptions import CallTimeoutError, InvalidError, NotFoundError, RemoteError
+from ..exceptions import CallTimeoutError, InvalidError, NotFoundError, PendingLimitError, RemoteError
 from ._job import Job, translate_failure
 from ._mapping import run_map, spawn_each
 from ._watch import JobEvent, check_event_types, start_offset, stream_events
@@ -46,6 +49,10 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
+
+# How long a read of the fleet's pending memo that found room is reused by the same handle.
+PENDING_REUSE_S = 0.1
 
 
 def new_job_id() -> str:
@@ -74,6 +81,8 @@ class _Invocable(Generic[P, R]):
         self.app_name = app_name
         self.function_name = function_name
         self._cp = cp
+        self._last_dep: Deployment | None = None  # the last resolve's, to read its fleet alongside the next
+        self._pending_read: tuple[str, float, FleetPending] | None = None  # (fleet id, when, what)
 
     def _pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CloudPickled:
         try:
@@ -105,10 +114,69 @@ class _Invocable(Generic[P, R]):
         for spec in memo.functions:
             if spec.name == self.function_name:
                 w = settings.worker
-                return make_deployment(self.app_name, spec, memo.version, w.startup_timeout_s, w.container_idle_s)
+                dep = make_deployment(self.app_name, spec, memo.version, w.startup_timeout_s, w.container_idle_s)
+                self._last_dep = dep
+                return dep
         raise NotFoundError(
             f"app {self.app_name!r} (version {memo.version}) has no function {self.function_name!r} {where}; "
             f"it has {sorted(s.name for s in memo.functions)}. Fix: check the name, or redeploy the app."
+        )
+
+    async def _fleet_pending(self, dep: Deployment) -> FleetPending:
+        """What the deployment's fleet last published about its waiting inputs (one describe,
+        no worker needed). No fleet, or one that has ended, holds no waiting input and no
+        container either: ``saturated`` (the job will wait for a cold start, so it asks for
+        capacity at once instead of after 250 ms). A read that found room
+        is reused for ``PENDING_REUSE_S`` (a quick series of calls does not describe each
+        time; the fleet's own count trails by more than that); a full one is read again."""
+        read = self._pending_read
+        if read is not None and read[0] == dep.fleet_id and time.monotonic() - read[1] < PENDING_REUSE_S:
+            return read[2]
+        state = await self._read_fleet_pending(dep)
+        self._pending_read = None if state.full else (dep.fleet_id, time.monotonic(), state)
+        return state
+
+    async def _read_fleet_pending(self, dep: Deployment) -> FleetPending:
+        client = await get_client(self._cp.settings)
+        try:
+            desc = await client.get_workflow_handle(dep.fleet_id).describe()
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return FleetPending(saturated=True)
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            return FleetPending(saturated=True)
+        state: FleetPending = await desc.memo_value(FLEET_PENDING_MEMO_KEY, FleetPending(), type_hint=FleetPending)
+        return state
+
+    async def _resolve_checked(self) -> tuple[Deployment, FleetPending]:
+        """The deployment and its fleet's pending memo. The fleet of the version seen last is
+        read alongside the app's memo (the two describes overlap: no extra wait on a warm
+        call); only a new version's fleet is read after."""
+        guess = self._last_dep
+        read = self._pending_read
+        if guess is None or (read is not None and read[0] == guess.fleet_id
+                             and time.monotonic() - read[1] < PENDING_REUSE_S):
+            dep = await self._resolve()
+            return dep, await self._fleet_pending(dep)
+        resolved, read = await asyncio.gather(self._resolve(), self._fleet_pending(guess), return_exceptions=True)
+        if isinstance(resolved, BaseException):
+            raise resolved
+        if resolved.fleet_id != guess.fleet_id:
+            return resolved, await self._fleet_pending(resolved)
+        if isinstance(read, BaseException):
+            raise read
+        return resolved, read
+
+    def _pending_error(self, dep: Deployment, state: FleetPending) -> PendingLimitError:
+        spec = dep.spec
+        return PendingLimitError(
+            f"{self.app_name}.{self.function_name}: {state.waiting} inputs already wait for capacity, the limit "
+            f"max_pending_tasks={spec.max_pending_tasks} (beyond the {state.slots} slots of max_containers="
+            f"{spec.max_containers}); nothing was submitted. Fix: raise max_pending_tasks, raise max_containers, "
+            "or submit with fn.map(...) / fn.spawn_map(...), which wait for room instead of failing.",
+            limit=spec.max_pending_tasks,
+            waiting=state.waiting,
         )
 
     async def _start(
@@ -117,11 +185,23 @@ class _Invocable(Generic[P, R]):
         return await self._start_packed(self._pack(args, kwargs), idempotency_key)
 
     async def _start_packed(
-        self, packed: CloudPickled, idempotency_key: str | None = None, dep: Deployment | None = None
+        self,
+        packed: CloudPickled,
+        idempotency_key: str | None = None,
+        dep: Deployment | None = None,
+        pending: FleetPending | None = None,
+        *,
+        limit: bool = True,
     ) -> Job:
+        """Start one job. ``pending`` is the fleet's memo (read here if not given); with
+        ``limit``, a full one raises :class:`PendingLimitError` (``spawn_map`` waits for room
+        instead and passes ``limit=False``)."""
         settings = self._cp.settings
         client = await get_client(settings)
-        dep = dep or await self._resolve()
+        if dep is None:
+            dep, pending = await self._resolve_checked()
+        elif pending is None:
+            pending = await self._fleet_pending(dep)
         if idempotency_key is not None:
             if not isinstance(idempotency_key, str) or not idempotency_key:
                 raise InvalidError(
@@ -132,6 +212,10 @@ class _Invocable(Generic[P, R]):
             job_id = f"job-{digest.hexdigest()[:20]}"
         else:
             job_id = new_job_id()
+        if limit and pending.full:
+            if idempotency_key is not None and await self._job_exists(job_id):
+                return Job(job_id, client=self._cp)  # the key's job: found, not submitted
+            raise self._pending_error(dep, pending)
         # Large arguments go to the blob store; the workflow gets a reference.
         packed = await offload(packed, settings.blobs)
         try:
@@ -144,6 +228,7 @@ class _Invocable(Generic[P, R]):
                     args=packed,
                     version=dep.version,
                     deployment=dep,
+                    demand_now=pending.saturated,
                 ),
                 id=job_id,
                 task_queue=settings.worker.control_task_queue,
@@ -158,10 +243,22 @@ class _Invocable(Generic[P, R]):
                 raise
         return Job(job_id, client=self._cp)
 
+    async def _job_exists(self, job_id: str) -> bool:
+        client = await get_client(self._cp.settings)
+        try:
+            await client.get_workflow_handle(job_id).describe()
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
     @synced
     async def spawn(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Job:
         """Submit one call and return its :class:`Job` at once.
 
+        Raises :class:`PendingLimitError` at once when ``max_pending_tasks`` inputs of the
+        function already wait for capacity (``spawn_map`` and ``map`` wait instead).
         With ``idempotency_key``, submitting the same key again (from any process, while the
         server keeps the job's history) returns the same job instead of running it again; the
         arguments of the repeat are ignored. The key is scoped to this app and function.
@@ -175,18 +272,19 @@ class _Invocable(Generic[P, R]):
         ``timeout_s`` is how long this caller waits (the function's own limit is its
         decorator's ``timeout_s``); when it passes, the job is cancelled and
         :class:`CallTimeoutError` raised. A failing function re-raises its own exception
-        with the remote traceback attached as a note.
+        with the remote traceback attached as a note. Past ``max_pending_tasks`` waiting
+        inputs it raises :class:`PendingLimitError` at once, like :meth:`spawn`.
         """
         if timeout_s is not None and timeout_s <= 0:
             raise InvalidError(f"remote(timeout_s={timeout_s!r}): allowed: > 0. Fix: give seconds to wait, e.g. 60.")
         packed = self._pack(args, kwargs)
-        dep = await self._resolve()
+        dep, pending = await self._resolve_checked()
         if dep.spec.is_generator:
             raise InvalidError(
                 f"{self.app_name}.{self.function_name} is a generator function; remote() has no single result "
                 "to return. Fix: iterate `fn.remote_gen(...)` (or `fn.remote_events(...)`)."
             )
-        job = await self._start_packed(packed, dep=dep)
+        job = await self._start_packed(packed, dep=dep, pending=pending)
         client = await get_client(self._cp.settings)
         handle = client.get_workflow_handle(job.job_id, result_type=InvocationResult)
         try:
@@ -207,9 +305,10 @@ class _Invocable(Generic[P, R]):
     ) -> list[Any]:
         """Call the function once per item (one argument each); results in input order.
 
-        All inputs run in one MapWorkflow, in batches of up to 32 inputs, two batches per
-        container on up to ``max_containers`` containers; any number of inputs works (they are
-        fed and read back in batches).
+        All inputs run in one MapWorkflow, in batches of up to 32 inputs, one batch per slot
+        of up to ``max_containers`` containers plus as many queued (never more than
+        ``max_pending_tasks``); any number of inputs works (they are fed and read back in
+        batches), and the limit never fails a map: it waits for room.
         A failing input raises its own exception (the rest is cancelled) unless
         ``return_exceptions=True``, which puts the exception in its place. An iterator that
         raises fails the call with that error; an empty one returns ``[]`` at once.
@@ -237,7 +336,12 @@ class _Invocable(Generic[P, R]):
 
     @synced
     async def spawn_map(self, items: Iterable[Any]) -> list[Job]:
-        """Submit one job per item (one argument each) and return the jobs at once, in order."""
+        """Submit one job per item (one argument each) and return the jobs, in order.
+
+        It applies back-pressure instead of raising :class:`PendingLimitError`: it keeps at
+        most ``max_pending_tasks`` of its jobs waiting beyond the fleet's slots, and waits
+        while the fleet counts the limit reached, so it returns once the last job is submitted.
+        """
         return await spawn_each(self, items)
 
     @synced_iter
@@ -260,13 +364,13 @@ class _Invocable(Generic[P, R]):
         if timeout_s is not None and timeout_s <= 0:
             raise InvalidError(f"remote_gen(timeout_s={timeout_s!r}): allowed: > 0. Fix: give seconds, e.g. 60.")
         packed = self._pack(args, kwargs)
-        dep = await self._resolve()
+        dep, pending = await self._resolve_checked()
         if not dep.spec.is_generator:
             raise InvalidError(
                 f"{self.app_name}.{self.function_name} is not a generator function (it has no `yield`). "
                 "Fix: call it with remote(), or make it yield its items."
             )
-        job = await self._start_packed(packed, dep=dep)
+        job = await self._start_packed(packed, dep=dep, pending=pending)
         client = await get_client(self._cp.settings)
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s

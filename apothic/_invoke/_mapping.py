@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import time
 import uuid
@@ -11,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from .._contracts import (
     MAP_WORKFLOW,
+    Deployment,
+    FleetPending,
     MapFeed,
     MapFeedResult,
     MapInput,
@@ -21,6 +25,7 @@ from .._contracts import (
     MapResultItem,
     MapResults,
     MapResultsRequest,
+    fleet_slots,
 )
 from .._control._client import get_client, search_attributes
 from .._data._blobs import load, offload
@@ -37,6 +42,9 @@ FEED_BYTES = 500_000
 # What an input that goes to the blob store weighs in a feed: its reference.
 REFERENCE_BYTES = 300
 DEFAULT_IN_FLIGHT = 64
+# Batches in flight of one map at most, however large its fleet (Temporal allows a workflow
+# 2,000 pending activities).
+MAX_IN_FLIGHT = 1000
 _POLL_MIN_S, _POLL_MAX_S = 0.01, 0.2
 # Between two reads while results flow (each read is a query the control worker answers).
 _POLL_BUSY_S = 0.02
@@ -104,7 +112,9 @@ async def run_map(
     client = await get_client(settings)
     dep = await fn._resolve()
     size_hint = getattr(items, "__len__", None)
-    in_flight = DEFAULT_IN_FLIGHT if size_hint is None else max(1, min(DEFAULT_IN_FLIGHT, len(items)))  # type: ignore[arg-type]
+    in_flight = _in_flight(dep)
+    if size_hint is not None:
+        in_flight = max(1, min(in_flight, len(items)))  # type: ignore[arg-type]
     map_id = f"map-{uuid.uuid4().hex[:20]}"
     await client.start_workflow(
         MAP_WORKFLOW,
@@ -221,17 +231,144 @@ async def _value(item: MapResultItem, map_id: str, return_exceptions: bool, inpu
     raise error
 
 
+def _in_flight(dep: Deployment) -> int:
+    """Batches a map may keep in flight: enough for every slot of the fleet at its ceiling and
+    as many queued (the workflow lowers it to what ``max_pending_tasks`` allows)."""
+    return max(DEFAULT_IN_FLIGHT, min(MAX_IN_FLIGHT, 2 * fleet_slots(dep.spec)))
+
+
+# spawn_map: submissions at a time; how often it reads the fleet's memo while it submits;
+# jobs it waits on at once (the oldest first), to learn when there is room again.
+SPAWN_CONCURRENCY = 32
+PENDING_READ_S = 0.2
+_FULL_POLL_S = 0.1
+MAX_WATCHERS = 256
+
+
+class _Room:
+    """spawn_map's back-pressure: at most ``fleet_slots + max_pending_tasks`` of its own jobs
+    unfinished (so that no more than ``max_pending_tasks`` of them wait beyond the fleet's
+    slots), and none submitted while the fleet says the limit is reached (other callers'
+    inputs count there too). It learns that a job has ended from a long poll on its result
+    (the way ``Job.wait`` waits; the oldest ``MAX_WATCHERS`` jobs at a time), so room opens as
+    soon as one ends. With no more items than the bound it never waits on its own jobs."""
+
+    def __init__(self, fn: "_Invocable[Any, Any]", dep: Deployment, items: int) -> None:
+        self.fn = fn
+        self.dep = dep
+        self.bound = fleet_slots(dep.spec) + dep.spec.max_pending_tasks
+        self.track = items > self.bound
+        self.unfinished = 0  # taken and not yet seen to end (submitting, or submitted)
+        self.unwatched: collections.deque[str] = collections.deque()
+        self.watchers: set[asyncio.Task[None]] = set()
+        self.ended = asyncio.Event()
+        self.state = FleetPending()
+        self.read_at = -1e9
+
+    async def take(self) -> FleetPending:
+        """Wait until one more job may be submitted; returns the fleet's memo as last read."""
+        while True:
+            if self.unfinished < self.bound:
+                now = time.monotonic()
+                if now - self.read_at >= PENDING_READ_S or self.state.full:
+                    self.state = await self.fn._fleet_pending(self.dep)
+                    self.read_at = now
+                if not self.state.full:
+                    self.unfinished += 1
+                    return self.state
+                await asyncio.sleep(_FULL_POLL_S)  # other callers fill it: look again soon
+            else:
+                self.ended.clear()
+                await self.ended.wait()
+
+    def submitted(self, job_id: str | None) -> None:
+        """The submission taken by :meth:`take` is done (``None``: it failed)."""
+        if job_id is None:
+            self._end()
+        elif self.track:
+            self.unwatched.append(job_id)
+            self._watch_more()
+
+    def _watch_more(self) -> None:
+        while self.unwatched and len(self.watchers) < MAX_WATCHERS:
+            task = asyncio.create_task(self._watch(self.unwatched.popleft()))
+            self.watchers.add(task)
+            task.add_done_callback(self.watchers.discard)
+
+    def _end(self) -> None:
+        self.unfinished -= 1
+        self.ended.set()
+
+    async def _watch(self, job_id: str) -> None:
+        client = await get_client(self.fn._cp.settings)
+        handle = client.get_workflow_handle(job_id)
+        try:
+            while True:
+                try:
+                    await handle.result(follow_runs=False)
+                    return
+                except (WorkflowFailureError, ApplicationError):
+                    return  # it ended (failed, cancelled, timed out): its outcome is the Job's
+                except RPCError as e:
+                    if e.status == RPCStatusCode.NOT_FOUND:
+                        return
+                    await asyncio.sleep(1.0)  # the server is busy or away: keep waiting
+                except Exception:  # noqa: BLE001 - e.g. a result this client cannot decode: it ended
+                    return
+        finally:
+            self._end()
+            self.watchers.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._watch_more()
+
+    async def close(self) -> None:
+        for task in list(self.watchers):
+            task.cancel()
+        await asyncio.gather(*self.watchers, return_exceptions=True)
+
+
 async def spawn_each(fn: "_Invocable[Any, Any]", items: Iterable[Any]) -> list[Any]:
-    """One job per item (at most 32 submissions at a time), in input order."""
-    semaphore = asyncio.Semaphore(32)
+    """One job per item (at most 32 submissions at a time), in input order, with
+    back-pressure for ``max_pending_tasks`` (see :class:`_Room`)."""
     pending = [fn._pack((item,), {}) for item in items]  # fail early on an unpicklable item
     if not pending:
         return []
     dep = await fn._resolve()  # once for all of them
+    room = _Room(fn, dep, len(pending))
+    jobs: list[Any] = [None] * len(pending)
+    semaphore = asyncio.Semaphore(SPAWN_CONCURRENCY)
+    failed: list[BaseException] = []
 
-    async def one(index: int) -> Any:
-        async with semaphore:
-            return await fn._start_packed(pending[index], dep=dep)
+    async def one(index: int, state: FleetPending) -> None:
+        job = None
+        try:
+            job = await fn._start_packed(pending[index], dep=dep, pending=state, limit=False)
+            jobs[index] = job
+        except BaseException as e:
+            failed.append(e)
+            raise
+        finally:
+            room.submitted(job.job_id if job is not None else None)
+            semaphore.release()
 
-    return list(await asyncio.gather(*(one(i) for i in range(len(pending)))))
-
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for index in range(len(pending)):
+            await semaphore.acquire()
+            if failed:  # a submission failed: submit no more, raise it below
+                semaphore.release()
+                break
+            try:
+                state = await room.take()
+            except BaseException:
+                semaphore.release()
+                raise
+            tasks.append(asyncio.create_task(one(index, state)))
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    finally:
+        await room.close()
+    return jobs
