@@ -41,6 +41,15 @@ from apothic.placement.providers.offers import explain_no_match, gather_offers
 
 from ._hosts import DockerHost, Host, ProcessHost, Progress, Started, StartFailed, VastHost, heartbeating
 from ._schedules import ScheduleActivities
+from ._secrets import redact, resolve_secrets, secret_values
+from ._volumes import (
+    affine_placement,
+    affinity_note,
+    mark_volume_registry,
+    prepare_mounts,
+    release_mounts,
+    unusable_on,
+)
 
 HEARTBEAT_EVERY_S = 2.0
 # Container start steps are told to at most this many waiting jobs (the first to wait), with
@@ -59,6 +68,7 @@ class ControlActivities:
         self.settings = settings
         self.providers = settings.provider_settings()
         self.hosts: dict[str, Host] = {"process": ProcessHost()}
+        mark_volume_registry(settings)  # clients of this server on this host check volumes at deploy
 
     def all(self) -> list[Any]:
         return [
@@ -148,18 +158,29 @@ class ControlActivities:
                     return await self._ended(inp, host, code)
         progress = self._progress(inp)
         if started is None:
+            # Read first: a missing secret fails the waiting jobs before anything is built or rented.
+            secret_env = await resolve_secrets(self.settings, inp)
             host, offer, candidates = await heartbeating(self._place(dep, progress), lambda: activity.heartbeat(0, ""))
             placed = host
             tick = lambda: activity.heartbeat(0, placed.name)  # noqa: E731
             tick()
-            env = self._container_env(inp)
+            env = self._container_env(inp, secret_env)
             try:
-                started = await host.start(inp.container_id, env, dep.spec, offer, progress, tick, candidates)
+                mounts = await prepare_mounts(dep.spec, host.name, inp.container_id, self.settings, progress, tick)
+                env.update(mounts.env)
+                started = await host.start(inp.container_id, env, dep.spec, offer, progress, tick, candidates,
+                                           mounts=mounts)
             except StartFailed as e:
                 # A retryable failure (the engine did not answer) is retried by the activity's
                 # policy; the others end this container (the fleet decides what next).
                 kind = "ContainerStartUnavailable" if e.retryable else "ContainerStartFailed"
-                raise ApplicationError(str(e), type=kind, non_retryable=not e.retryable) from None
+                raise ApplicationError(redact(str(e), secret_env.values()), type=kind,
+                                       non_retryable=not e.retryable) from None
+            except Exception as e:
+                if redact(str(e), secret_env.values()) == str(e):
+                    raise
+                # An unexpected error that quotes the environment: retried as it would be, words scrubbed.
+                raise ApplicationError(redact(str(e), secret_env.values()), type=type(e).__name__) from None
             fresh = True
         assert host is not None and started is not None
         running, handle = host, started.handle
@@ -195,10 +216,10 @@ class ControlActivities:
         """The host and offer to start on: one ranking of every enabled provider's offers."""
         spec = dep.spec
         names = [spec.provider] if spec.provider else list(self.providers.enabled)
-        query = placement_query(spec.placement, cpu=spec.cpu, memory_mb=spec.memory_mb, disk_gb=spec.disk_gb)
+        query = placement_query(affine_placement(spec), cpu=spec.cpu, memory_mb=spec.memory_mb, disk_gb=spec.disk_gb)
         skipped: dict[str, str] = {}
         for name in names:
-            why = self._host(name).usable_for(spec)
+            why = self._host(name).usable_for(spec) or unusable_on(spec, name, self.settings)
             if why:
                 skipped[name] = why
         usable = [n for n in names if n not in skipped]
@@ -210,7 +231,7 @@ class ControlActivities:
         ranked = choose(query, offers, names)
         if not ranked:
             why_not = await explain_no_match([n for n in usable if n not in skipped], query, offers)
-            notes = "".join(f"; {n} not used: {why}" for n, why in skipped.items())
+            notes = "".join(f"; {n} not used: {why}" for n, why in skipped.items()) + affinity_note(spec)
             message = (
                 f"no machine matches {dep.app}.{dep.function} ({query}): {why_not}{notes}. "
                 "Fix: relax the function's placement filters or enable another provider."
@@ -264,9 +285,12 @@ class ControlActivities:
 
         return emit
 
-    def _container_env(self, inp: RunContainerInput) -> dict[str, str]:
+    def _container_env(self, inp: RunContainerInput, secrets: dict[str, str]) -> dict[str, str]:
+        """The runtime's environment: the function's secrets, then (never overridden by them)
+        the connection and the deployment. The host adds its own few (container id, ...)."""
         dep = inp.deployment
-        env = self.settings.connection_env()
+        env = dict(secrets)
+        env.update(self.settings.connection_env())
         env.update(
             APOTHIC_CONTAINER_WORKFLOW_ID=inp.container_workflow_id,
             APOTHIC_APP=dep.app,
@@ -286,9 +310,9 @@ class ControlActivities:
             return RunContainerOutput(
                 container_id=inp.container_id, exit_code=code, reason=reason, provider=host.name, where=where or {}
             )
+        tail = redact(await host.log_tail(inp.container_id), await secret_values(self.settings, inp))
         raise ApplicationError(
-            f"container {inp.container_id} on {host.name} exited with code {code}; its last output:\n"
-            f"{await host.log_tail(inp.container_id)}",
+            f"container {inp.container_id} on {host.name} exited with code {code}; its last output:\n{tail}",
             type="ContainerExited",
             non_retryable=True,
         )
@@ -303,6 +327,7 @@ class ControlActivities:
         names = dict.fromkeys([inp.provider] if inp.provider else [])
         names.update(dict.fromkeys(self.providers.enabled))
         errors = []
+        await asyncio.to_thread(release_mounts, inp.container_id)  # its bucket and cloud volume caches
         for name in names:
             try:
                 gone = await self._host(name).release(inp.container_id)

@@ -36,7 +36,9 @@ from apothic.placement.providers import (
     provision,
 )
 from apothic.placement.providers.docker import DockerUnavailable
-from apothic.placement.providers.process import EXIT_UNKNOWN
+from apothic.placement.providers.process import EXIT_UNKNOWN, MountRefused
+
+from ._volumes import mirrors_in, pull_mirrors, push_mirrors, record_vast_volume, vast_volume_info
 from apothic.placement.providers.vast import InstanceNotFound, VastError
 from apothic.placement.providers.images import ImageNotSupported, check_venv_image, read_venv_image
 
@@ -174,7 +176,7 @@ class ProcessHost:
 
     async def start(
         self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
-        progress: Progress, tick: Tick, candidates: list[Offer] | None = None,
+        progress: Progress, tick: Tick, candidates: list[Offer] | None = None, mounts: Any = None,
     ) -> Started:
         python = cwd = None
         if spec.image:
@@ -187,10 +189,15 @@ class ProcessHost:
             )
             venv = read_venv_image(path)
             await _emit(progress, "image", {"status": "ready", "image": image.tag, "venv": str(path)})
-            env.update(venv.env)
+            env = {**venv.env, **env}  # the image's variables; the given ones (secrets included) win
             python = str(venv.python)
             cwd = str(venv.workdir) if venv.workdir and venv.workdir.is_dir() else None
-        handle = await self.provider.start(container_id, env, python=python, cwd=cwd)
+        env = _with_tasks(env, spec, None)  # GPUs: the worker's CUDA_VISIBLE_DEVICES, if any
+        try:
+            handle = await self.provider.start(container_id, env, python=python, cwd=cwd,
+                                               binds=mounts.binds if mounts else None)
+        except MountRefused as e:
+            raise StartFailed(str(e)) from None
         return Started(handle.pid, handle, {"pid": handle.pid})
 
     async def adopt(self, container_id: str, token: int) -> Any:
@@ -230,14 +237,17 @@ class DockerHost:
 
     async def start(
         self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
-        progress: Progress, tick: Tick, candidates: list[Offer] | None = None,
+        progress: Progress, tick: Tick, candidates: list[Offer] | None = None, mounts: Any = None,
     ) -> Started:
         ref = await _build_image(spec, self.settings.docker_registry, False, progress, tick)
         gpus = _gpus_for(spec, offer)
+        env = _with_tasks(env, spec, str(gpus))
         try:
             handle = await self.provider.start(
                 container_id, env, image_ref=ref, cpu=spec.cpu, memory_mb=spec.memory_mb,
-                disk_gb=spec.disk_gb, gpus=gpus, shared_dirs=_local_blob_store(env),
+                disk_gb=spec.disk_gb, gpus=gpus,
+                shared_dirs=_local_blob_store(env) + tuple(mounts.shared if mounts else ()),
+                binds=mounts.binds if mounts else (),
             )
         except DockerUnavailable as e:
             raise StartFailed(str(e), retryable=True) from None
@@ -280,6 +290,16 @@ def _local_blob_store(env: dict[str, str]) -> tuple[str, ...]:
     return (store,) if store and not store.startswith("s3://") else ()
 
 
+def _with_tasks(env: dict[str, str], spec: FunctionSpec, gpus: str | None) -> dict[str, str]:
+    """``env`` plus what ``python -m apothic.runtime`` needs to run ``tasks_per_container``
+    runtimes (``apothic/runtime/_tasks.py``): their number and, when given, the container's GPU
+    count (``all``: what the machine has) that it splits among them."""
+    out = {**env, "APOTHIC_TASKS_PER_CONTAINER": str(max(1, spec.tasks_per_container))}
+    if gpus is not None:
+        out["APOTHIC_GPUS"] = gpus
+    return out
+
+
 def _gpus_for(spec: FunctionSpec, offer: Offer | None) -> int:
     """GPUs to pass into a container: its ``gpu_count`` (else 1) when its filters need a GPU."""
     if offer is None or not offer.num_gpus or not spec.placement:
@@ -293,6 +313,8 @@ def _gpus_for(spec: FunctionSpec, offer: Offer | None) -> int:
 class VastHandle:
     instance_id: int
     client: VastClient
+    # Default volumes the machine works on through S3 (their writes come back while it runs).
+    mirrors: list[Any] = dataclasses.field(default_factory=list)
 
 
 class VastHost:
@@ -312,12 +334,14 @@ class VastHost:
 
     async def start(
         self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
-        progress: Progress, tick: Tick, candidates: list[Offer] | None = None,
+        progress: Progress, tick: Tick, candidates: list[Offer] | None = None, mounts: Any = None,
     ) -> Started:
         """Rent the first of ``candidates`` (ranked offers of this provider) that runs."""
         ref = await _build_image(spec, self.settings.vast_registry, True, progress, tick)
         image = ref.pinned_ref or ref.pushed_ref or ref.ref
         env = {**env, "APOTHIC_CONTAINER_ID": container_id, "PYTHONUNBUFFERED": "1"}
+        wants_gpu = bool(spec.placement) and placement_query(spec.placement).wants_gpu
+        env = _with_tasks(env, spec, "all" if wants_gpu else "0")  # the machine's GPUs, split among its tasks
         if _local_blob_store(env):
             await _emit(progress, "container", {
                 "warning": f"the blob store is a folder of this host ({env['APOTHIC_BLOB_STORE']}): a rented "
@@ -329,14 +353,16 @@ class VastHost:
             tick()
             await _emit(progress, "provisioning", {"step": kind, **data})
 
+        mirrors = await push_mirrors(mounts, progress, tick)
         client = self._client()
         try:
             instance_id, chosen = await heartbeating(provision(
                 client, offers, image=image, env=env, onstart=f"exec {ref.python} -m apothic.runtime",
                 disk_gb=max(float(spec.disk_gb or 10), 10.0), label=container_id,
                 ready_timeout_s=self.settings.vast_ready_timeout_s, on_event=on_event,
-                max_offers=self.settings.vast_max_offers,
+                max_offers=self.settings.vast_max_offers, volume=vast_volume_info(mounts),
             ), tick)
+            await record_vast_volume(mounts, client, chosen, progress)
         except VastError as e:
             await client.aclose()
             raise StartFailed(f"no Vast.ai offer could be rented: {e}") from None
@@ -346,7 +372,7 @@ class VastHost:
         where = {"instance_id": instance_id, "offer_id": chosen.offer_id, "gpu_name": chosen.gpu_name,
                  "num_gpus": chosen.num_gpus, "dph_total": chosen.dph_total, "geolocation": chosen.geolocation,
                  "image": image}
-        return Started(instance_id, VastHandle(instance_id, client), where)
+        return Started(instance_id, VastHandle(instance_id, client, mirrors), where)
 
     async def adopt(self, container_id: str, token: int) -> Any:
         """The instance carrying this container's label (``token``: its id; 0: look it up),
@@ -368,12 +394,19 @@ class VastHost:
         if not rows:
             await client.aclose()
             return None
-        return VastHandle(int(rows[0]["id"]), client)
+        env = {str(k): str(v) for k, v in rows[0].get("extra_env") or []}
+        return VastHandle(int(rows[0]["id"]), client, await asyncio.to_thread(mirrors_in, env))
 
     def token(self, handle: VastHandle) -> int:
         return handle.instance_id
 
     async def wait(self, handle: VastHandle, timeout: float) -> int | None:
+        code = await self._wait(handle, timeout)
+        if handle.mirrors:
+            await pull_mirrors(handle.mirrors)  # what it wrote into default volumes comes back
+        return code
+
+    async def _wait(self, handle: VastHandle, timeout: float) -> int | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

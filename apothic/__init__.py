@@ -32,12 +32,14 @@ _EXPORTS: dict[str, str] = {
     "LivConfig": "._options._resources",
     "NotFoundError": ".exceptions",
     "NotSupportedError": ".exceptions",
+    "PendingLimitError": ".exceptions",
     "Period": "._options._resources",
     "PlacementError": ".exceptions",
     "RemoteError": ".exceptions",
     "RemoteFunction": "._invoke._function",
     "Retries": "._options._resources",
     "Secret": "._options._resources",
+    "SecretInfo": "._secrets._store",
     "StorageMount": "._options._resources",
     "Volume": "._options._resources",
     "batched": "._options._resources",
@@ -85,6 +87,7 @@ if TYPE_CHECKING:
         concurrent,
         liv,
     )
+    from ._secrets._store import SecretInfo  # noqa: F401
     from .exceptions import (  # noqa: F401
         ApothicError,
         CallTimeoutError,
@@ -93,6 +96,7 @@ if TYPE_CHECKING:
         JobCancelledError,
         NotFoundError,
         NotSupportedError,
+        PendingLimitError,
         PlacementError,
         RemoteError,
     )

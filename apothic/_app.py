@@ -36,9 +36,11 @@ from ._data._code import dump_code
 from ._data._serialization import MAX_INLINE_BYTES, CloudPickled
 from ._invoke._function import Function, check_name
 from ._options._resources import Cron, LivConfig, Period, Retries, Secret, StorageMount
+from ._options._concurrency import concurrency_spec
 from ._options._problems import show
 from ._options._validation import FunctionOptions, placement_options, validate_options
 from ._schedule._schedules import schedule_config
+from ._volumes._deploy import check_deploy_volumes, mount_specs
 from .exceptions import ApothicError, InvalidError
 
 P = ParamSpec("P")
@@ -245,7 +247,7 @@ class App:
                 max_delay=r.max_delay,
                 non_retryable=list(r.non_retryable),
             ),
-            concurrent_requests=o.concurrent_requests,
+            **concurrency_spec(fn.raw_f, o.concurrent_requests),  # concurrent_requests, target_inputs, batch
             max_pending_tasks=o.max_pending_tasks,
             max_containers=o.max_containers,
             tasks_per_container=o.tasks_per_container,
@@ -256,6 +258,8 @@ class App:
             schedule=schedule_config(o.schedule),
             disk_gb=o.disk_gb,
             provider="",
+            secrets=[s.name for s in o.secrets or []],  # names only: values are read where a container starts
+            mounts=mount_specs(o.volumes),
         )
 
     def _deploy_request(self) -> DeployRequest:
@@ -287,6 +291,7 @@ class App:
         """
         req = self._deploy_request()
         settings = self._cp.settings
+        await check_deploy_volumes(settings, req)  # missing volumes fail here, named, with the fix
         client = await get_client(settings)
         start = WithStartWorkflowOperation(
             APP_WORKFLOW,

@@ -14,6 +14,8 @@ from .._control._config import load_settings
 from ..exceptions import ApothicError, InvalidError
 from ._appfile import apps_in, load_app_file
 from ._offers import add_offers_parser
+from ._volumes import add_volume_parser
+from ._secrets import add_secret_parser
 
 EPILOG = """\
 The Temporal server: APOTHIC_TEMPORAL_ADDRESS (with APOTHIC_TEMPORAL_NAMESPACE, APOTHIC_TEMPORAL_TLS,
@@ -361,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_schedules_parser(sub)
     add_offers_parser(sub)
+    add_volume_parser(sub)
+    add_secret_parser(sub)
 
     st = sub.add_parser(
         "stop", help="stop the dev server, control workers and containers running in the background",

@@ -57,6 +57,7 @@ from ._config_rules import (
     Report,
     Rule,
     SearchLimit,
+    SecretsFile,
     Seconds,
     Store,
     Threshold,
@@ -319,6 +320,29 @@ class BlobSettings:
         return env
 
 
+@dataclasses.dataclass(frozen=True)
+class SecretSettings:
+    """Where the secret store is, from ``temporal-dev.yaml``'s ``secrets`` section.
+
+    Attributes:
+        file: the store's file (``~`` expands; a relative path is under ``$APOTHIC_HOME``;
+            empty: ``$APOTHIC_HOME/secrets/secrets.json``). The CLI and the SDK write it, the
+            control workers read it: with an external cluster, give them all the same file.
+            Env: ``APOTHIC_SECRETS_FILE``.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    file: SecretsFile = ""
+
+    def path(self) -> Path:
+        """The store's absolute path."""
+        if not self.file:
+            return apothic_home() / "secrets" / "secrets.json"
+        p = Path(self.file).expanduser()
+        return p if p.is_absolute() else apothic_home() / p
+
+
 class _ConfigFile(_Section):
     """The layout of ``temporal-dev.yaml``; an empty or left-out section keeps its defaults."""
 
@@ -328,6 +352,7 @@ class _ConfigFile(_Section):
     )
     blobs: Annotated[BlobSettings, Rule("a mapping of blob store settings", "{store: ''}")] = BlobSettings()
     providers: Annotated[_Providers, Rule("a mapping of providers", "{process: true}")] = _Providers()
+    secrets: Annotated[SecretSettings, Rule("a mapping of secret store settings", "{file: ''}")] = SecretSettings()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -345,6 +370,9 @@ class Settings:
         embedded: True when the address comes from ``temporal-dev.yaml`` (Apothic may start
             the dev server and a control worker); False for an external cluster.
         blobs: the blob store for large arguments and results (the ``blobs`` section).
+        secrets: where the secret store is (the ``secrets`` section).
+        container_api_key: the Temporal API key function containers get instead of
+            ``api_key`` (``APOTHIC_CONTAINER_TEMPORAL_API_KEY``), or None.
     """
 
     address: str
@@ -360,6 +388,8 @@ class Settings:
     providers: dict[str, Any] = dataclasses.field(default_factory=dict)
     config_file: str = ""
     blobs: BlobSettings = dataclasses.field(default_factory=BlobSettings)
+    secrets: SecretSettings = dataclasses.field(default_factory=SecretSettings)
+    container_api_key: str | None = None
 
     def connection_env(self) -> dict[str, str]:
         """Environment variables that make a child process (a container) reach this server
@@ -367,11 +397,14 @@ class Settings:
         env = {"APOTHIC_TEMPORAL_ADDRESS": self.address, "APOTHIC_TEMPORAL_NAMESPACE": self.namespace}
         if self.tls:
             env["APOTHIC_TEMPORAL_TLS"] = "1"
+        elif (self.api_key or self.container_api_key) and os.environ.get("APOTHIC_TEMPORAL_TLS", "").lower() in FALSE:
+            env["APOTHIC_TEMPORAL_TLS"] = "0"  # said off: else a container holding a key turns TLS on (_client._tls)
         for key, value in (
             ("APOTHIC_TEMPORAL_TLS_CERT", self.tls_cert),
             ("APOTHIC_TEMPORAL_TLS_KEY", self.tls_key),
             ("APOTHIC_TEMPORAL_TLS_CA", self.tls_ca),
-            ("APOTHIC_TEMPORAL_API_KEY", self.api_key),
+            # A container needs a key to poll its queue; it gets the one made for containers if set.
+            ("APOTHIC_TEMPORAL_API_KEY", self.container_api_key or self.api_key),
         ):
             if value:
                 env[key] = value
@@ -405,7 +438,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 @lru_cache(maxsize=8)
 def _read_config(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     """The parsed file (cached while it is unchanged)."""
-    layout = "a YAML mapping of the sections server, worker, blobs, providers"
+    layout = "a YAML mapping of the sections server, worker, blobs, providers, secrets"
     fix = "correct it (the packaged temporal-dev.yaml shows the layout)"
     try:
         with open(path, encoding="utf-8") as f:
@@ -447,6 +480,7 @@ _ENV_KEYS: dict[str, tuple[str, ...]] = {
     "APOTHIC_BLOB_S3_REGION": ("blobs", "s3_region"),
     "APOTHIC_DOCKER_REGISTRY": ("providers", "docker", "registry"),
     "APOTHIC_VAST_REGISTRY": ("providers", "vast", "registry"),
+    "APOTHIC_SECRETS_FILE": ("secrets", "file"),
 }
 _PROVIDER_ENV = ("APOTHIC_DOCKER_REGISTRY", "APOTHIC_VAST_REGISTRY")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
@@ -563,10 +597,13 @@ def _check_temporal_env(env: Mapping[str, str], report: Report) -> dict[str, Any
                    f"set APOTHIC_TEMPORAL_TLS_{lack} too, or unset APOTHIC_TEMPORAL_TLS_{have}",
                    f"APOTHIC_TEMPORAL_TLS_{lack} is not set")
     api_key = env.get("APOTHIC_TEMPORAL_API_KEY") or None
-    if api_key and any(c.isspace() for c in api_key):
-        report.add("APOTHIC_TEMPORAL_API_KEY=<hidden>", "a key without spaces or newlines",
-                   "remove the spaces or the line break (e.g. from $(cat file))")
+    container_key = env.get("APOTHIC_CONTAINER_TEMPORAL_API_KEY") or None
+    for var, key in (("APOTHIC_TEMPORAL_API_KEY", api_key), ("APOTHIC_CONTAINER_TEMPORAL_API_KEY", container_key)):
+        if key and any(c.isspace() for c in key):
+            report.add(f"{var}=<hidden>", "a key without spaces or newlines",
+                       "remove the spaces or the line break (e.g. from $(cat file))")
     return {"address": address, "namespace": namespace or "default", "tls": tls, "api_key": api_key,
+            "container_api_key": container_key,
             "tls_cert": files["cert"], "tls_key": files["key"], "tls_ca": files["ca"]}
 
 
@@ -634,7 +671,7 @@ def load_settings(**overrides: Any) -> Settings:
     if blobs.store and not blobs.store.startswith("s3://"):
         blobs = dataclasses.replace(blobs, store=blobs.location())
     common: dict[str, Any] = {"server": server, "worker": worker, "providers": raw.get("providers") or {},
-                              "config_file": str(path), "blobs": blobs}
+                              "config_file": str(path), "blobs": blobs, "secrets": merged("secrets", checked.secrets)}
     if external["address"]:
         return Settings(embedded=False, **external, **common)
     return Settings(address=f"{server.ip}:{server.port}", namespace=server.namespace, embedded=True, **common)

@@ -117,6 +117,14 @@ def _db_file(v: str) -> str:
     return v
 
 
+def _secrets_file(v: str) -> str:
+    if v and (v.endswith("/") or Path(v).expanduser().is_dir()):
+        raise ValueError("that is a folder; name the file")
+    if "\0" in v:
+        raise ValueError("it contains a NUL character")
+    return v
+
+
 def _enabled(v: Any) -> Any:
     if v is True or v is False or v == "auto":
         return v
@@ -173,6 +181,11 @@ EndpointUrl = Annotated[
     str, Strict(), AfterValidator(_url), Rule("an http:// or https:// URL, or empty for AWS", "http://127.0.0.1:8333")
 ]
 Region = Annotated[str, Strict(), AfterValidator(_region), Rule("a region name, or empty", "us-east-1")]
+SecretsFile = Annotated[
+    str, Strict(), AfterValidator(_secrets_file),
+    Rule("a file path (relative: under $APOTHIC_HOME)", "/srv/apothic/secrets.json",
+         ', or "" for $APOTHIC_HOME/secrets/secrets.json'),
+]
 Registry = Annotated[
     str, Strict(), AfterValidator(_registry), Rule("host:port of an image registry, or null", "127.0.0.1:5000")
 ]

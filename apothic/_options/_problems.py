@@ -42,7 +42,8 @@ _FIXES = {
     "concurrent_requests": "give how many inputs one container runs at once, e.g. concurrent_requests=1",
     "max_pending_tasks": "give how many inputs may wait for capacity, e.g. max_pending_tasks=100",
     "max_containers": "give the most containers this function may run at once, e.g. max_containers=4",
-    "tasks_per_container": "give how many inputs a container serves before it is replaced",
+    "tasks_per_container": "give how many function processes one container runs side by side, e.g. "
+    "tasks_per_container=2 (one per GPU of a 2-GPU machine)",
     "image": "give an apothic.Image, e.g. image=apothic.Image.debian_slim()",
     "secrets": "give a list like secrets=[apothic.Secret.from_name('HF_TOKEN')]",
     "volumes": "give a list like volumes=[apothic.Volume.from_name('cache').mounted_at('/cache')] "

@@ -1,9 +1,8 @@
 """Secrets and mounted storage: ``Secret``, ``Volume``, ``CloudBucketMount``, ``StorageMount``.
 
 Every argument is checked when the value is made, all problems at once; ``@app.function``
-checks how they combine (mount paths, one ``vast_local`` volume). Mounting and resolving
-them is not built yet: ``@app.function`` refuses ``secrets=`` and ``volumes=`` with
-``NotSupportedError``.
+checks how they combine (mount paths, one ``vast_local`` volume, the image's workdir). Volumes
+and buckets are mounted by the control plane (``activities/_volumes.py``, ``apothic/_volumes``).
 """
 
 from __future__ import annotations
@@ -12,11 +11,12 @@ import difflib
 import ipaddress
 import posixpath
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .._volumes._sdk import VolumeMethods
 from ..exceptions import InvalidError
 from ._names import name_problem
 from ._problems import format_problem, format_validation_error, raise_problems, show
@@ -175,15 +175,26 @@ def mount_problems(data: dict[str, Any]) -> list[str]:
     return problems
 
 
+class _SecretObjects:
+    """``Secret.objects``, loaded on first use (so that ``apothic.Secret`` stays cheap)."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        from .._secrets._sdk import SECRETS
+
+        return SECRETS
+
+
 class Secret(BaseModel):
     """A named secret, resolved when a container starts and put in its environment.
 
     Only the name travels (in the function's spec); the value stays in the secret store.
+    ``Secret.objects`` creates, lists and deletes secrets (``apothic/_secrets/_sdk.py``).
     """
 
     model_config = _strict()
 
     name: str = Field(min_length=1)
+    objects: ClassVar[Any] = _SecretObjects()
 
     def __init__(self, **data: Any) -> None:
         name = data.get("name")
@@ -198,12 +209,13 @@ class Secret(BaseModel):
         return cls(name=name)
 
 
-class StorageMount(BaseModel):
+class StorageMount(BaseModel, VolumeMethods):
     """Something mounted into the function's filesystem at ``mount_path``.
 
     Made by :class:`Volume`'s constructors and :func:`CloudBucketMount`; every field is checked
     when it is made (``InvalidError`` listing every problem). ``mounted_at(path)`` returns a
-    copy mounted at ``path``.
+    copy mounted at ``path``. A volume also has file methods (``listdir``, ``read_file``,
+    ``put_file``, ``remove_file``, ``batch_upload``, ...: see ``apothic/_volumes/_sdk.py``).
     """
 
     model_config = _strict()
@@ -250,10 +262,27 @@ class Volume:
 
     @staticmethod
     def cloud(name: str, *, mount_path_default: str | None = None, **options: Any) -> StorageMount:
-        """A portable volume kept in the cloud object store (no extra options yet)."""
+        """A portable volume kept in the S3 store (``blobs.store``), the same from every provider
+        and host. The one option: ``create_if_missing=True`` creates it on first use."""
         where = f"Volume.cloud({show(name)})"
+        create = options.pop("create_if_missing", False)
         return StorageMount(_where=where, kind="volume", name=name, backend="cloud", mount_path=mount_path_default,
-                            options=options)
+                            create_if_missing=create, options=options)
+
+    @staticmethod
+    def list() -> list[Any]:
+        """Every volume: this host's (``default``, ``vast_local``) and the S3 store's (``cloud``)."""
+        from .._volumes._sdk import list_volumes
+
+        return list_volumes()
+
+    @staticmethod
+    def delete(name: str) -> None:
+        """Delete volume ``name`` with all its files (a ``vast_local`` one on Vast.ai too)."""
+        from .._control._loop import run_blocking
+        from .._volumes._sdk import delete
+
+        run_blocking(delete(name))
 
     @staticmethod
     def create(name: str, *, backend: str = "default", mount_path_default: str | None = None) -> StorageMount:
@@ -342,3 +371,26 @@ def storage_problems(secrets: list[Secret] | None, volumes: Any) -> list[str]:
                                        "keep one vast_local volume; make the others Volume.cloud(...)",
                                        f"{len(local)} vast_local volumes"))
     return problems
+
+
+def workdir_problems(image: Any, volumes: Any) -> list[str]:
+    """A mount at the image's workdir, or above it, would hide the files the image put there."""
+    steps = getattr(image, "steps", ()) or ()
+    workdirs = [s.path for s in steps if getattr(s, "kind", "") == "workdir"]
+    if not workdirs:
+        return []
+    workdir = workdirs[-1]
+    if isinstance(volumes, dict):
+        paths = [(p, m) for p, m in volumes.items() if isinstance(p, str)]
+    elif isinstance(volumes, list):
+        paths = [(m.mount_path, m) for m in volumes if isinstance(m, StorageMount) and m.mount_path]
+    else:
+        paths = []
+    return [
+        format_problem(f"volumes[{path!r}]", mount.describe(), "a mount path that is not the image's workdir "
+                       f"({workdir!r}) nor a folder above it",
+                       f"mount it elsewhere, e.g. {workdir.rstrip('/') + '/data'!r}, or change Image.workdir()",
+                       f"it would hide the image's workdir {workdir!r}")
+        for path, mount in paths
+        if workdir == path or workdir.startswith(path.rstrip("/") + "/")
+    ]

@@ -33,7 +33,7 @@ from ._problems import (
     validation_problems,
 )
 from ._resources import Cron, LivConfig, Period, Retries, Secret, StorageMount
-from ._storage import storage_problems
+from ._storage import storage_problems, workdir_problems
 
 
 def _finite(**kw: Any) -> Any:
@@ -72,7 +72,7 @@ class FunctionOptions(BaseModel):
     concurrent_requests: int = Field(default=1, ge=1, le=1000)
     max_pending_tasks: int = Field(default=100, ge=1, le=1_000_000)
     max_containers: int = Field(default=1, ge=1, le=1000)
-    tasks_per_container: int = Field(default=1, ge=1, le=1_000_000)
+    tasks_per_container: int = Field(default=1, ge=1, le=64)
     image: Any = None
     secrets: list[InstanceOf[Secret]] | None = None
     volumes: dict[str, InstanceOf[StorageMount]] | list[InstanceOf[StorageMount]] | None = None
@@ -123,14 +123,8 @@ _ALLOWED = {
 # Options whose behaviour is not built yet: refused when set (what, what would happen).
 _NOT_YET = {
     "liv": ("generated implementations (liv)", "the stub would run as written"),
-    "secrets": ("secrets", "no container would receive them"),
-    "volumes": ("volumes", "nothing would be mounted"),
 }
-_DEFAULTS_NOT_YET = {
-    "concurrent_requests": (1, "several inputs at once in one container"),
-    "max_pending_tasks": (100, "a custom pending-input limit"),
-    "tasks_per_container": (1, "recycling containers after N inputs"),
-}
+_DEFAULTS_NOT_YET: dict[str, tuple[Any, str]] = {}
 
 
 def placement_options(opts: FunctionOptions) -> dict[str, Any]:
@@ -267,6 +261,7 @@ def validate_options(fn_name: str, raw: dict[str, Any], fn: Any = None) -> Funct
         )
     problems += _schedule_problems(opts.schedule, fn)
     problems += storage_problems(opts.secrets, opts.volumes)
+    problems += workdir_problems(opts.image, opts.volumes)
     mark_invalid, unsupported = mark_problems(fn, raw) if fn is not None else ([], [])
     problems += mark_invalid
     for name, (what, consequence) in _NOT_YET.items():

@@ -251,6 +251,7 @@ class DockerProvider:
         gpus: int = 0,
         command: Sequence[str] | None = None,
         shared_dirs: Sequence[str] = (),
+        binds: Sequence[Any] = (),
     ) -> DockerHandle:
         """Start a container that runs ``python -m apothic.runtime``.
 
@@ -269,6 +270,8 @@ class DockerProvider:
             command: run this instead of the runtime (diagnostics and tests).
             shared_dirs: host folders bind-mounted read-write at the same path (the local
                 blob store, which the runtime reads arguments from and writes results to).
+            binds: volumes and bucket caches: ``process.Bind`` (host folder ``source`` at the
+                user's mount path ``target``, read-only if ``read_only``).
 
         Raises:
             ContainerStartFailed: the image is missing, the host lacks the GPUs, or the
@@ -287,6 +290,7 @@ class DockerProvider:
                 gpus,
                 command,
                 tuple(shared_dirs),
+                tuple(binds),
             )
 
     def _start_blocking(
@@ -300,6 +304,7 @@ class DockerProvider:
         gpus: int,
         command: Sequence[str] | None,
         shared_dirs: tuple[str, ...] = (),
+        binds: tuple[Any, ...] = (),
     ) -> DockerHandle:
         import docker.errors
         from docker.types import DeviceRequest, Mount
@@ -323,6 +328,13 @@ class DockerProvider:
         for folder in shared_dirs:
             os.makedirs(folder, exist_ok=True)
             mounts.append(Mount(folder, folder, type="bind", read_only=False))
+        for bind in binds:
+            taken = [m["Target"] for m in mounts]
+            if bind.target in taken:
+                raise ContainerStartFailed(
+                    f"container {container_id}: mount path {bind.target} is also where this host's runtime or blob "
+                    "store is mounted; Fix: mount the volume elsewhere, e.g. /data")
+            mounts.append(Mount(bind.target, bind.source, type="bind", read_only=bind.read_only))
 
         labels = {CONTAINER_LABEL: container_id, PROVIDER_LABEL: "docker"}
         for key, label in (

@@ -7,6 +7,22 @@ ContainerWorkflow *adopts* it by pid. A container stops by itself once its Conta
 has ended or after its idle window, and :meth:`ProcessProvider.release` kills whatever still
 carries its container id, so no container outlives its workflow.
 
+Environment: the container gets the environment it is given (connection, deployment, the
+function's secrets) on top of a few variables of the worker's own (:data:`PASSED_ENV`: the
+system's, locale, Python's path, Apothic's home and config), never the rest: the worker's
+credentials (``VAST_API_KEY``, ``AWS_*``, its Temporal API key) reach a container only when
+the given environment carries them. It runs as the worker's user on the worker's host,
+though: this keeps credentials out of its environment, not out of its reach (``docker`` is
+the provider that isolates).
+
+Mounts (volumes, bucket caches): with ``binds``, the runtime starts in a private mount
+namespace (``unshare --mount`` from util-linux, then ``mount --bind`` per mount, read-only
+ones remounted ``ro``, then ``exec``: the pid stays the runtime's, so signals, exit codes and
+adoption work as without mounts), so that each folder appears at the user's own path for
+this process only. Needs root (``CAP_SYS_ADMIN``). A mount path missing on the host is
+created there as an empty directory (the mount point; it stays). A mount path over a folder
+the runtime needs (its interpreter, the Apothic package, the state folder) is refused.
+
 Limits: one host (adoption and release see only this host's processes); ``cpu``,
 ``memory_mb`` and ``disk_gb`` are not enforced (the docker provider enforces them).
 """
@@ -16,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Mapping
@@ -24,6 +41,73 @@ from pathlib import Path
 CONTAINER_ENV = "APOTHIC_CONTAINER_ID"
 # Exit code reported for a container that vanished without leaving its status.
 EXIT_UNKNOWN = -9
+# What a container takes from the worker's environment (variables starting with LC_ too).
+PASSED_ENV = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "PYTHONPATH",
+    "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+    "APOTHIC_HOME", "APOTHIC_CONFIG", "APOTHIC_DEBUG", "APOTHIC_CONNECT_TIMEOUT_S",
+)
+
+
+def passed_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The part of ``environ`` (the worker's) a container gets: :data:`PASSED_ENV` and ``LC_*``."""
+    return {k: v for k, v in environ.items() if k in PASSED_ENV or k.startswith("LC_")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Bind:
+    """A host folder ``source`` mounted at ``target`` in a container (read-only if ``read_only``)."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+class MountRefused(Exception):
+    """The mounts cannot be made on this host (the message names the path or tool and the fix)."""
+
+
+# Runs in the private mount namespace: bind each (source, target, ro) triple, then exec the rest.
+_MOUNT_SCRIPT = (
+    'set -e; while [ "$1" != "--" ]; do mount --bind "$1" "$2"; '
+    'if [ "$3" = ro ]; then mount -o remount,bind,ro "$2"; fi; shift 3; done; shift; exec "$@"'
+)
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def mount_command(binds: list[Bind], argv: list[str], needed: list[str]) -> list[str]:
+    """``argv`` run in a private mount namespace with ``binds`` (see the module docstring).
+
+    Raises:
+        MountRefused: not root, ``unshare``/``mount`` missing, a mount path over a folder in
+            ``needed``, or a mount path that cannot be a directory on this host.
+    """
+    missing = [tool for tool in ("unshare", "mount") if shutil.which(tool) is None]
+    if missing:
+        raise MountRefused(f"mounting volumes on the process provider needs {' and '.join(missing)} (Debian package "
+                           "util-linux, and mount); Fix: apt-get install util-linux mount, or use the docker provider")
+    if os.geteuid() != 0:
+        raise MountRefused("mounting volumes on the process provider needs root (a private mount namespace); "
+                           "Fix: run the control worker as root, or use the docker provider")
+    args: list[str] = []
+    for b in binds:
+        for need in needed:
+            if _under(os.path.realpath(need), b.target) or _under(need, b.target):
+                raise MountRefused(f"mount path {b.target} would hide {need}, which the process provider's "
+                                   "container needs; Fix: mount it elsewhere, e.g. /data, or use the docker provider")
+        try:
+            os.makedirs(b.target, exist_ok=True)
+        except OSError as e:
+            raise MountRefused(f"mount path {b.target} cannot be a directory on this host ({e.strerror}); "
+                               "Fix: mount it elsewhere, e.g. /data") from None
+        if not os.path.isdir(b.target):
+            raise MountRefused(f"mount path {b.target} is a file on this host; Fix: mount it elsewhere, e.g. /data")
+        args += [b.source, b.target, "ro" if b.read_only else "rw"]
+    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _MOUNT_SCRIPT,
+            "apothic-mounts", *args, "--", *argv]
 
 
 @dataclasses.dataclass
@@ -48,22 +132,32 @@ class ProcessProvider:
         return self.state_dir / f"{container_id}.log", self.state_dir / f"{container_id}.exit"
 
     async def start(
-        self, container_id: str, env: Mapping[str, str], *, python: str | None = None, cwd: str | None = None
+        self, container_id: str, env: Mapping[str, str], *, python: str | None = None, cwd: str | None = None,
+        binds: list[Bind] | None = None,
     ) -> ProcessHandle:
         """Start ``python -m apothic.runtime`` (the worker's interpreter unless ``python`` names
-        an image's virtual environment) with ``env``, in ``cwd`` if given."""
+        an image's virtual environment) with ``env``, in ``cwd`` if given, with ``binds``
+        mounted in its own mount namespace (:func:`mount_command`; :class:`MountRefused`)."""
+        argv = [python or sys.executable, "-m", "apothic.runtime"]
+        if binds:
+            import apothic
+
+            needed = [argv[0], sys.prefix, os.path.dirname(os.path.dirname(os.path.abspath(apothic.__file__))),
+                      str(self.state_dir), *([cwd] if cwd else [])]
+            store = env.get("APOTHIC_BLOB_STORE", "")
+            if store and not store.startswith("s3://"):
+                needed.append(store)
+            argv = mount_command(binds, argv, needed)
         log_path, status_path = self._paths(container_id)
         status_path.unlink(missing_ok=True)
-        full_env = dict(os.environ)
+        full_env = passed_env()
         full_env.update(env)
         full_env[CONTAINER_ENV] = container_id
         full_env["APOTHIC_STATUS_FILE"] = str(status_path)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_path, "ab") as log:
             proc = await asyncio.create_subprocess_exec(
-                python or sys.executable,
-                "-m",
-                "apothic.runtime",
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,

@@ -561,7 +561,8 @@ EventHook = Callable[[str, dict[str, Any]], "Awaitable[None] | None"]
 async def provision(client: VastClient, ranked_offers: Iterable[Offer], *, image: str, env: Mapping[str, str],
                     onstart: str, disk_gb: float, label: str, ready_timeout_s: float,
                     on_event: EventHook | None = None, poll_interval_s: float = 2.0,
-                    runtype: str = "args", max_offers: int | None = None) -> tuple[int, Offer]:
+                    runtype: str = "args", max_offers: int | None = None,
+                    volume: Callable[[Offer], Mapping[str, Any] | None] | None = None) -> tuple[int, Offer]:
     """Rent the first offer of ``ranked_offers`` that reaches ``running``.
 
     For each offer in order: create an instance; on :class:`OfferGone` (or another refusal,
@@ -585,6 +586,7 @@ async def provision(client: VastClient, ranked_offers: Iterable[Offer], *, image
         on_event: progress hook; an exception it raises stops provisioning (after cleanup).
         poll_interval_s: seconds between reads of the instance.
         max_offers: try at most this many offers (all when None).
+        volume: the ``volume_info`` (create or attach a local volume) for an offer, or None.
 
     Returns:
         ``(instance_id, offer)`` of the running instance.
@@ -612,7 +614,8 @@ async def provision(client: VastClient, ranked_offers: Iterable[Offer], *, image
                                   "dph_total": offer.dph_total, "geolocation": offer.geolocation})
             try:
                 instance_id = await client.create(offer.offer_id, image=image, env=env, onstart=onstart,
-                                                  disk_gb=disk_gb, label=label, runtype=runtype)
+                                                  disk_gb=disk_gb, label=label, runtype=runtype,
+                                                  volume=volume(offer) if volume is not None else None)
             except OfferGone as e:
                 why = " ".join(str(x) for x in (e.status, e.code) if x)
                 attempts.append(ProvisionAttempt(offer, f"offer gone ({why})"))

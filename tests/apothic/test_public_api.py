@@ -19,8 +19,8 @@ PUBLIC = [
     "ApothicError", "App", "AppDeployment", "CallTimeoutError", "CloudBucketMount", "ControlPlaneClient", "Cron",
     "Function", "FunctionTimeoutError", "Image", "InvalidError", "Job", "JobCancelledError", "JobEvent", "JobStatus",
     "LivConfig",
-    "NotFoundError", "NotSupportedError", "Period", "PlacementError", "RemoteError", "RemoteFunction", "Retries",
-    "Secret", "StorageMount", "Volume", "batched", "checkpoint", "concurrent", "last_checkpoint", "liv",
+    "NotFoundError", "NotSupportedError", "PendingLimitError", "Period", "PlacementError", "RemoteError", "RemoteFunction", "Retries",
+    "Secret", "SecretInfo", "StorageMount", "Volume", "batched", "checkpoint", "concurrent", "last_checkpoint", "liv",
 ]
 
 
@@ -220,6 +220,13 @@ SIGNATURES = {
         "endpoint_url: str | None = None, prefix: str | None = None, read_only: bool = False) -> StorageMount"
     ),
     "Secret.from_name": "(name: str) -> 'Secret'",
+    "Secret.objects.create": (
+        "(self, name: str, env_dict: dict[str, str], *, allow_existing: bool = False, overwrite: bool = False)"
+        " -> None"
+    ),
+    "Secret.objects.list": "(self) -> list[SecretInfo]",
+    "Secret.objects.delete": "(self, name: str, *, allow_missing: bool = False) -> None",
+    "SecretInfo": "(name: str, keys: tuple[str, ...], created_at: datetime, updated_at: datetime) -> None",
     "concurrent": "(*, max_inputs: int, target_inputs: int | None = None) -> Callable[[F], F]",
     "batched": "(*, max_batch_size: int, wait_ms: int) -> Callable[[F], F]",
     "liv": "(**settings: Any) -> Callable[[Any], Any]",
@@ -268,9 +275,11 @@ def public_callable(name: str, owner: type | None = None) -> Any:
         overloads = typing.get_overloads(apothic.App.function)
         (keyword_form,) = [o for o in overloads if "schedule" in inspect.signature(o).parameters]
         return keyword_form
-    head, _, attr = name.partition(".")
+    head, *attrs = name.split(".")
     obj = owner if head == "fn" else getattr(apothic, head)
-    return getattr(obj, attr) if attr else obj
+    for attr in attrs:  # Secret.objects.create: a method of a namespace object
+        obj = getattr(obj, attr)
+    return obj
 
 
 class _Text:

@@ -51,24 +51,24 @@ def test_not_built_options_are_refused_not_ignored() -> None:
     app = make_app()
     with pytest.raises(NotSupportedError) as info:
 
-        @app.function(secrets=[apothic.Secret.from_name("TOKEN")], volumes=[], concurrent_requests=4)
+        @app.function(liv=apothic.LivConfig())
         def f() -> None: ...
 
     text = str(info.value)
-    assert "secrets" in text and "concurrent_requests" in text
-    assert text.count("not supported yet") == 2
+    assert "liv" in text
+    assert text.count("not supported yet") == 1
 
 
 def test_invalid_beats_not_supported_and_both_are_listed() -> None:
     app = make_app()
     with pytest.raises(InvalidError) as info:
 
-        @app.function(cpu=-1, gpu="A100", offer_filters={"bogus": {"eq": 1}}, secrets=[apothic.Secret.from_name("T")])
+        @app.function(cpu=-1, gpu="A100", offer_filters={"bogus": {"eq": 1}}, liv=apothic.LivConfig())
         def f() -> None: ...
 
     assert not isinstance(info.value, NotSupportedError)
     text = str(info.value)
-    assert "cpu = -1" in text and "offer_filters.bogus" in text and "secrets" in text
+    assert "cpu = -1" in text and "offer_filters.bogus" in text and "liv = LivConfig(" in text
 
 
 def test_retries_and_max_retries_combine_as_documented() -> None:
@@ -158,17 +158,13 @@ def test_generators_are_marked_and_decorators_not_built_yet() -> None:
     assert app._spec(gen).is_generator and not app._spec(gen).is_async
     assert app._spec(agen).is_generator and app._spec(agen).is_async
 
-    with pytest.raises(NotSupportedError) as info:
+    @app.function()
+    @apothic.concurrent(max_inputs=16, target_inputs=12)
+    def many(x: str) -> str:
+        return x
 
-        @app.function()
-        @apothic.concurrent(max_inputs=16, target_inputs=12)
-        def many(x: str) -> str:
-            return x
-
-    text = str(info.value)
-    assert "@apothic.concurrent(max_inputs=16, target_inputs=12): several inputs at once in one container: " \
-        "not supported yet" in text
-    assert "Fix: remove @apothic.concurrent(max_inputs=16, target_inputs=12)" in text
+    spec = app._spec(many)
+    assert (spec.concurrent_requests, spec.target_inputs, spec.batch) == (16, 12, None)
 
 
 def test_decorator_signature_is_the_references() -> None:
@@ -417,8 +413,8 @@ def test_batched_needs_one_required_parameter_and_not_concurrent_too() -> None:
             return list(values)
 
     @apothic.batched(max_batch_size=8, wait_ms=50)
-    def score(values: list[str], scale: int = 1) -> list[int]:
-        return [len(v) * scale for v in values]
+    def score(values: list[str], scale: list[int] | None = None) -> list[int]:
+        return [len(v) for v in values]
 
     with pytest.raises(InvalidError) as info:
         apothic.concurrent(max_inputs=2)(score)
@@ -435,18 +431,17 @@ def test_batched_needs_one_required_parameter_and_not_concurrent_too() -> None:
         apothic.concurrent(max_inputs=3)(both)
 
 
-def test_marks_under_app_function_are_not_supported_and_conflict_with_concurrent_requests() -> None:
+def test_marks_under_app_function_set_the_spec_and_conflict_with_concurrent_requests() -> None:
     app = make_app()
-    with pytest.raises(NotSupportedError) as info:
 
-        @app.function()
-        @apothic.batched(max_batch_size=8, wait_ms=50)
-        def score(values: list[str]) -> list[int]:
-            return [len(v) for v in values]
+    @app.function()
+    @apothic.batched(max_batch_size=8, wait_ms=50)
+    def score(values: list[str]) -> list[int]:
+        return [len(v) for v in values]
 
-    assert ("@apothic.batched(max_batch_size=8, wait_ms=50): inputs gathered into lists: not supported yet; "
-            "allowed: no @apothic.batched mark for now. Fix: remove @apothic.batched(max_batch_size=8, wait_ms=50) "
-            "(each container runs one input at a time).") in str(info.value)
+    spec = app._spec(score)
+    assert (spec.concurrent_requests, spec.target_inputs) == (8, None)
+    assert (spec.batch.max_batch_size, spec.batch.wait_ms) == (8, 50)
 
     with pytest.raises(InvalidError) as info:
 
@@ -459,8 +454,55 @@ def test_marks_under_app_function_are_not_supported_and_conflict_with_concurrent
     line = problem_line(str(info.value), "concurrent_requests")
     assert "concurrent_requests = 1: two settings for the same limit; allowed: not set together with " \
         "@apothic.concurrent(max_inputs=16). Fix: give the inputs per container once" in line
-    assert "@apothic.concurrent(max_inputs=16): several inputs at once in one container: not supported yet" \
-        in str(info.value)
+
+    with pytest.raises(InvalidError) as info:
+
+        @app.function(concurrent_requests=4)
+        @apothic.batched(max_batch_size=8, wait_ms=50)
+        def batch_and_limit(values: list[str]) -> list[str]:
+            return values
+
+    line = problem_line(str(info.value), "concurrent_requests")
+    assert "concurrent_requests = 4: a batched function runs its batches one at a time; allowed: not set together " \
+        "with @apothic.batched(max_batch_size=8, wait_ms=50). Fix: drop concurrent_requests=..." in line
+
+    @app.function(concurrent_requests=4)
+    def plain(x: str) -> str:
+        return x
+
+    assert app._spec(plain).concurrent_requests == 4 and app._spec(plain).batch is None
+
+
+def test_batched_parameters_each_take_a_list() -> None:
+    for annotation, shown in ((int, "int"), ("dict[str, int]", "dict[str, int]"), (str | None, "str | None")):
+        def wrong(values):  # type: ignore[no-untyped-def]
+            return values
+
+        wrong.__annotations__ = {"values": annotation}
+        with pytest.raises(InvalidError) as info:
+            apothic.batched(max_batch_size=8, wait_ms=50)(wrong)
+        assert (f"@apothic.batched(max_batch_size=8, wait_ms=50) on 'wrong': a batched function is called with one "
+                f"list per parameter (one value per input), but its parameter 'values' is annotated {shown} "
+                "(allowed: list, list[...], Sequence[...], one of them | None, or no annotation). "
+                "Fix: write `def wrong(items: list) -> list`") in str(info.value)
+    with pytest.raises(InvalidError, match=r"but it takes \*rest, \*\*options. Fix: write `def spread"):
+
+        @apothic.batched(max_batch_size=8, wait_ms=50)
+        def spread(values: list, *rest: list, **options: list) -> list:
+            return values
+
+    with pytest.raises(InvalidError, match=r"a generator \(a function with `yield`\) cannot. Fix: build the list"):
+
+        @apothic.batched(max_batch_size=8, wait_ms=50)
+        def stream(values: list):  # type: ignore[no-untyped-def]
+            yield from values
+
+    for ok in ("list[int]", "Sequence[str]", "list[int] | None", "Optional[list[str]]", list, inspect.Parameter.empty):
+        def fine(values, extra=None):  # type: ignore[no-untyped-def]
+            return values
+
+        fine.__annotations__ = {} if ok is inspect.Parameter.empty else {"values": ok, "extra": ok}
+        assert apothic.batched(max_batch_size=2, wait_ms=0)(fine) is fine
 
 
 # --- secrets and storage ----------------------------------------------------------------
@@ -567,7 +609,7 @@ def test_volumes_option_mount_paths_and_one_vast_local_volume() -> None:
             "Volume('more', backend='default')); allowed: distinct mount paths, none inside another. "
             "Fix: mount each at its own directory") in text
     assert "volumes = ('/data', '/data'): the same path" in text
-    assert "volumes: not supported yet (nothing would be mounted); allowed: None for now" in text
+    assert "volumes: not supported" not in text  # volumes are built: only the real problems are listed
 
     with pytest.raises(InvalidError) as info:
 
@@ -589,21 +631,14 @@ def test_volumes_option_mount_paths_and_one_vast_local_volume() -> None:
         def h() -> None: ...
 
 
-def test_secrets_and_volumes_alone_say_clearly_they_are_not_built() -> None:
+def test_secrets_reach_the_spec_by_name_only() -> None:
     app = make_app()
-    with pytest.raises(NotSupportedError) as info:
 
-        @app.function(secrets=[apothic.Secret.from_name("HF_TOKEN")],
-                      volumes={"/cache": apothic.Volume.create("cache", backend="vast_local")})
-        def f() -> None: ...
+    @app.function(secrets=[apothic.Secret.from_name("HF_TOKEN"), apothic.Secret.from_name("db.prod")])
+    def f() -> None: ...
 
-    text = str(info.value)
-    assert "2 problem(s)" in text
-    assert ("secrets = [Secret(name='HF_TOKEN')]: secrets: not supported yet (no container would receive them); "
-            "allowed: None for now. Fix: remove `secrets=...`.") in text
-    assert "volumes = {'/cache': StorageMount(" in text
-    assert "volumes: not supported yet (nothing would be mounted); allowed: None for now. Fix: remove `volumes=...`." \
-        in text
-
-    @app.function(secrets=[], volumes={})
+    @app.function(secrets=[])
     def g() -> None: ...
+
+    assert app._spec(f).secrets == ["HF_TOKEN", "db.prod"]  # in order: a later secret's key wins
+    assert app._spec(g).secrets == []
