@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,8 +122,13 @@ class Registry:
         rec = VolumeRecord(name=name, backend=backend, created_at=time.time())
         self.meta.mkdir(parents=True, exist_ok=True)
         path = self._record_path(name)
+        # Written whole to a private file, then linked into place: the link fails if the record
+        # exists, and a racing creator never reads a record that is still being written.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+        tmp.write_text(json.dumps(dataclasses.asdict(rec)))
+        os.chmod(tmp, 0o644)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(tmp, path)
         except FileExistsError:
             found = self.get(name)
             if found is None:  # removed meanwhile: try once more
@@ -134,8 +140,8 @@ class Registry:
             if backend == "default":
                 self.folder(name).mkdir(parents=True, exist_ok=True)
             return found, False
-        with os.fdopen(fd, "w") as f:
-            json.dump(dataclasses.asdict(rec), f)
+        finally:
+            tmp.unlink(missing_ok=True)
         if backend == "default":
             self.folder(name).mkdir(parents=True, exist_ok=True)
         return rec, True
