@@ -144,6 +144,21 @@ def container_pids(app: str) -> list[int]:
     return pids
 
 
+def job_info(address: str, job_id: str):  # noqa: ANN201 - apothic._contracts.JobInfo
+    """A job's ``info`` query (attempts by kind, retries) read straight from the server."""
+    import asyncio
+
+    from temporalio.client import Client
+
+    from apothic._contracts import JobInfo
+
+    async def query() -> JobInfo:
+        client = await Client.connect(address)
+        return await client.get_workflow_handle(job_id).query("info", result_type=JobInfo)
+
+    return asyncio.run(query())
+
+
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

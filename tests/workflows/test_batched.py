@@ -14,23 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
 
 import apothic
 from apothic import App, JobStatus, Retries
-from apothic._contracts import JobInfo
 
-from ..conftest import ROOT, wait_until
+from ..conftest import ROOT, job_info, wait_until
 
 pytestmark = pytest.mark.usefixtures("control_worker")
-
-
-def job_info(address: str, job_id: str) -> JobInfo:
-    async def query() -> JobInfo:
-        client = await Client.connect(address)
-        return await client.get_workflow_handle(job_id).query("info", result_type=JobInfo)
-
-    return asyncio.run(query())
 
 
 def calls(path: Path) -> list[dict[str, Any]]:

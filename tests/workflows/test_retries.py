@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,22 +16,13 @@ import pytest
 from temporalio.client import Client
 
 import apothic
-from apothic import App, Job, JobStatus, Retries
-from apothic._contracts import JobInfo
+from apothic import App, JobStatus, Retries
 from apothic._control._embedded import temporal_binary
 from apothic._data._serialization import CloudPickled
 
-from ..conftest import ROOT, container_pids, wait_until
+from ..conftest import ROOT, container_pids, job_info, wait_until
 
 pytestmark = pytest.mark.usefixtures("control_worker")
-
-
-def job_info(address: str, job_id: str) -> JobInfo:
-    async def query() -> JobInfo:
-        client = await Client.connect(address)
-        return await client.get_workflow_handle(job_id).query("info", result_type=JobInfo)
-
-    return asyncio.run(query())
 
 
 def lines(path: Path) -> list[str]:
