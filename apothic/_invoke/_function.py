@@ -253,6 +253,34 @@ class _Invocable(Generic[P, R]):
             raise
         return True
 
+    async def _submit_within(self, call: str, packed: CloudPickled, timeout_s: float | None, *, generator: bool) -> Job:
+        """Resolve, check and start one job within the caller's ``timeout_s``: connecting to a
+        server that accepts and never answers counts against it too (``CallTimeoutError``)."""
+
+        async def submit() -> Job:
+            dep, pending = await self._resolve_checked()
+            if dep.spec.is_generator and not generator:
+                raise InvalidError(
+                    f"{self.app_name}.{self.function_name} is a generator function; remote() has no single result "
+                    "to return. Fix: iterate `fn.remote_gen(...)` (or `fn.remote_events(...)`)."
+                )
+            if generator and not dep.spec.is_generator:
+                raise InvalidError(
+                    f"{self.app_name}.{self.function_name} is not a generator function (it has no `yield`). "
+                    "Fix: call it with remote(), or make it yield its items."
+                )
+            return await self._start_packed(packed, dep=dep, pending=pending)
+
+        try:
+            return await asyncio.wait_for(submit(), timeout_s)
+        except asyncio.TimeoutError:
+            raise CallTimeoutError(
+                f"{self.app_name}.{self.function_name}.{call}(): the Temporal server at {self._cp.settings.address} "
+                f"did not take the call within the caller's timeout_s={timeout_s:g} (connecting and submitting "
+                "count against it). Fix: check that the server at that address is up and answering, or give a longer "
+                "timeout_s."
+            ) from None
+
     @synced
     async def spawn(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Job:
         """Submit one call and return its :class:`Job` at once.
@@ -278,17 +306,14 @@ class _Invocable(Generic[P, R]):
         if timeout_s is not None and timeout_s <= 0:
             raise InvalidError(f"remote(timeout_s={timeout_s!r}): allowed: > 0. Fix: give seconds to wait, e.g. 60.")
         packed = self._pack(args, kwargs)
-        dep, pending = await self._resolve_checked()
-        if dep.spec.is_generator:
-            raise InvalidError(
-                f"{self.app_name}.{self.function_name} is a generator function; remote() has no single result "
-                "to return. Fix: iterate `fn.remote_gen(...)` (or `fn.remote_events(...)`)."
-            )
-        job = await self._start_packed(packed, dep=dep, pending=pending)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        job = await self._submit_within("remote", packed, timeout_s, generator=False)
         client = await get_client(self._cp.settings)
         handle = client.get_workflow_handle(job.job_id, result_type=InvocationResult)
         try:
-            result: InvocationResult = await asyncio.wait_for(handle.result(), timeout_s)
+            remaining = max(0.001, deadline - loop.time())
+            result: InvocationResult = await asyncio.wait_for(handle.result(), remaining)
         except asyncio.TimeoutError:
             await job.aio.cancel(wait_s=10)
             raise CallTimeoutError(
@@ -364,16 +389,10 @@ class _Invocable(Generic[P, R]):
         if timeout_s is not None and timeout_s <= 0:
             raise InvalidError(f"remote_gen(timeout_s={timeout_s!r}): allowed: > 0. Fix: give seconds, e.g. 60.")
         packed = self._pack(args, kwargs)
-        dep, pending = await self._resolve_checked()
-        if not dep.spec.is_generator:
-            raise InvalidError(
-                f"{self.app_name}.{self.function_name} is not a generator function (it has no `yield`). "
-                "Fix: call it with remote(), or make it yield its items."
-            )
-        job = await self._start_packed(packed, dep=dep, pending=pending)
-        client = await get_client(self._cp.settings)
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
+        job = await self._submit_within("remote_gen", packed, timeout_s, generator=True)
+        client = await get_client(self._cp.settings)
         finished = False
         try:
             async with contextlib.aclosing(

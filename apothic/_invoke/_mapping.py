@@ -91,6 +91,11 @@ class _Inputs:
         return batch
 
 
+async def _connect_and_resolve(fn: "_Invocable[Any, Any]") -> tuple[Any, Any]:
+    client = await get_client(fn._cp.settings)
+    return client, await fn._resolve()
+
+
 async def run_map(
     fn: "_Invocable[Any, Any]",
     items: Iterable[Any],
@@ -109,8 +114,14 @@ async def run_map(
         return [] if collect else None
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     settings = fn._cp.settings
-    client = await get_client(settings)
-    dep = await fn._resolve()
+    try:  # the caller's clock covers connecting to a server that accepts and never answers
+        client, dep = await asyncio.wait_for(_connect_and_resolve(fn), timeout_s)
+    except asyncio.TimeoutError:
+        raise CallTimeoutError(
+            f"{fn.app_name}.{fn.function_name} map: the Temporal server at {settings.address} did not take the "
+            f"map within the caller's timeout_s={timeout_s:g} (connecting and submitting count against it). "
+            "Fix: check that the server at that address is up and answering, or give a longer timeout_s."
+        ) from None
     size_hint = getattr(items, "__len__", None)
     in_flight = _in_flight(dep)
     if size_hint is not None:

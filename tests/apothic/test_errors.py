@@ -26,6 +26,7 @@ from apothic import ControlPlaneClient, InvalidError, Job, NotFoundError, Remote
 from apothic._schedule._schedules import Schedules
 from apothic.exceptions import (
     ApothicError,
+    CallTimeoutError,
     ConnectionError,
     ServerError,
     ServerTimeoutError,
@@ -219,6 +220,23 @@ def test_a_silent_server_fails_within_the_connect_timeout(monkeypatch: pytest.Mo
     assert_apothic(e, ConnectionError)
     assert 1.5 < took < 15, took
     assert address in str(e) and "over TLS within 2 s" in str(e)
+
+
+def test_the_callers_timeout_covers_connecting(monkeypatch: pytest.MonkeyPatch, silent_port: int) -> None:
+    """remote(timeout_s=2) against a server that accepts and never answers returns after about
+    2 s, not after the 10 s connect bound: the caller's clock covers connecting too."""
+    address = f"127.0.0.1:{silent_port}"
+    monkeypatch.setenv("APOTHIC_TEMPORAL_ADDRESS", address)
+    monkeypatch.delenv("APOTHIC_CONNECT_TIMEOUT_S", raising=False)
+    fn = RemoteFunction.from_name("a", "f")
+    for call in (lambda: fn.remote(1, timeout_s=2), lambda: list(fn.remote_gen(timeout_s=2)),
+                 lambda: fn.map([1, 2], timeout_s=2)):
+        started = time.monotonic()
+        e = raised(call)
+        took = time.monotonic() - started
+        assert_apothic(e, CallTimeoutError)
+        assert 1.5 < took < 8, took  # well inside the 10 s connect bound
+        assert address in str(e) and "timeout_s=2" in str(e) and "connecting" in str(e)
 
 
 def test_a_server_that_goes_away_gives_connection_errors(tmp_path: Path) -> None:
