@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from temporalio import activity
+
 from apothic._control._config import ProviderSettings, apothic_home
+from apothic._data._signing import KEY_ENV, container_env
 from apothic._contracts import FunctionSpec
 from apothic._image import Image
 from apothic.placement import Offer, placement_query
@@ -58,6 +62,25 @@ class StartFailed(Exception):
     def __init__(self, message: str, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+def gets_payload_key(start: Callable[..., Awaitable[Started]]) -> Callable[..., Awaitable[Started]]:
+    """A host's ``start`` whose container also gets, in its environment and only there, the
+    payload key this worker's client signs with (``APOTHIC_PAYLOAD_KEY``, over any other value):
+    the runtime checks and signs payloads with it. A failed start's message never quotes it."""
+
+    @functools.wraps(start)
+    async def with_key(self: Any, container_id: str, env: dict[str, str], *args: Any, **kwargs: Any) -> Started:
+        key_env = container_env(activity.client().data_converter.payload_codec)
+        try:
+            return await start(self, container_id, {**env, **key_env}, *args, **kwargs)
+        except Exception as e:
+            key = key_env.get(KEY_ENV)
+            if key and key in str(e):
+                raise StartFailed(str(e).replace(key, "<payload key>"), getattr(e, "retryable", False)) from None
+            raise
+
+    return with_key
 
 
 async def heartbeating(aw: Awaitable[Any], tick: Tick, every_s: float = 2.0) -> Any:
@@ -174,6 +197,7 @@ class ProcessHost:
                 return e.reason
         return None
 
+    @gets_payload_key
     async def start(
         self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
         progress: Progress, tick: Tick, candidates: list[Offer] | None = None, mounts: Any = None,
@@ -235,6 +259,7 @@ class DockerHost:
     def usable_for(self, spec: FunctionSpec) -> str | None:
         return None
 
+    @gets_payload_key
     async def start(
         self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
         progress: Progress, tick: Tick, candidates: list[Offer] | None = None, mounts: Any = None,
@@ -332,6 +357,7 @@ class VastHost:
     def usable_for(self, spec: FunctionSpec) -> str | None:
         return None
 
+    @gets_payload_key
     async def start(
         self, container_id: str, env: dict[str, str], spec: FunctionSpec, offer: Offer | None,
         progress: Progress, tick: Tick, candidates: list[Offer] | None = None, mounts: Any = None,

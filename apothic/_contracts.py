@@ -23,6 +23,9 @@ EXECUTE_ACTIVITY = "apothic.execute"
 EXECUTE_BATCH_ACTIVITY = "apothic.execute_batch"
 # Error type of a batch input its container did not get to (requeued, never counted).
 NOT_RUN = "apothic.NotRun"
+# Error type of an input whose process exited or was killed by a signal while its code ran
+# (reported by the container's supervisor, apothic/runtime/_supervisor.py; a user failure).
+PROCESS_DIED = "apothic.ProcessDied"
 RESOLVE_ACTIVITY = "apothic.resolve_deployment"
 ENSURE_FLEET_ACTIVITY = "apothic.ensure_fleet"
 CLOSED_JOBS_ACTIVITY = "apothic.closed_jobs"
@@ -47,6 +50,8 @@ EXIT_BAD_CODE = 4  # the function's code could not be loaded
 
 SEARCH_ATTR_APP = "ApothicApp"
 SEARCH_ATTR_FUNCTION = "ApothicFunction"
+# The providers a job's attempts ran on (KeywordList), upserted once its container is known.
+SEARCH_ATTR_PROVIDER = "ApothicProvider"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 
@@ -171,12 +176,16 @@ class FunctionSpec:
     secrets: list[str] = dataclasses.field(default_factory=list)
     # Volumes and bucket mounts, by mount path.
     mounts: list[MountSpec] = dataclasses.field(default_factory=list)
+    # A class (@app.cls): its methods and parameters (ClassSpec, at the end of this file); None: a function.
+    cls: ClassSpec | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class DeployFunction:
     spec: FunctionSpec
     code: CloudPickled
+    # An @apothic.liv function: the generated code frozen into ``code`` and where it came from.
+    liv: LivRecord | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +196,8 @@ class DeployRequest:
     functions: list[DeployFunction]
     code_hash: str
     client: str = ""
+    # An ephemeral run's deploy (``apothic run``, ``app.run()``): the run removes the app when it ends.
+    ephemeral: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +223,11 @@ class AppState:
     app: str
     versions: list[AppVersion] = dataclasses.field(default_factory=list)
     removed: bool = False
+    # Deployed by an ephemeral run (its last deploy said so).
+    ephemeral: bool = False
+    # The last version of the app's earlier registry (removed, then deployed again): numbers go on
+    # from it, so that a new version never reuses the task queue of a container still draining.
+    versions_before: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +239,7 @@ class AppMemo:
     deployed_at: str = ""
     functions: list[FunctionSpec] = dataclasses.field(default_factory=list)
     removed: bool = False
+    ephemeral: bool = False
 
 
 APP_MEMO_KEY = "apothic.current"
@@ -250,6 +267,8 @@ class Deployment:
     # submitted the job, or the control worker for jobs started without one.
     startup_timeout_s: float = 300.0
     idle_s: float = 60.0
+    # A class instance's parameter values (canonical JSON, ``apothic/_cls/_identity.py``); "": none.
+    params: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -381,6 +400,12 @@ class JobInfo:
     container_id: str = ""
     error: str = ""
     attempts: list[AttemptRecord] = dataclasses.field(default_factory=list)
+    # Where it ran (Placement and AttemptPlacement, at the end of this file): the container of the
+    # latest attempt that started, every started attempt's, and their rented seconds and cost.
+    placement: Placement | None = None
+    ran: list[AttemptPlacement] = dataclasses.field(default_factory=list)
+    rented_s: float = 0.0
+    cost_usd: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -557,6 +582,11 @@ class RunContainerOutput:
     provider: str = ""
     # Where it ran: the provider's facts (pid, docker id, rented instance, offer, price).
     where: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The same as a Placement (None: the container never started), and how long it was rented
+    # (from its start to its end, by the control plane's clock) at its price.
+    placement: Placement | None = None
+    rented_s: float = 0.0
+    cost_usd: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -619,6 +649,8 @@ class MapResultItem:
     error_detail: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The error can never succeed on a retry (it was raised as non-retryable).
     final: bool = False
+    # What the input printed (its tail), for a map that shows its output (``ExecuteBatchInput.output``).
+    logs: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -659,6 +691,8 @@ class ExecuteBatchInput:
     version: int
     items: list[MapItem]
     timeout_s: float
+    # Return each input's output with its result (the caller shows it: live output).
+    output: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -675,6 +709,8 @@ class MapInput:
     deployment: Deployment | None = None
     max_in_flight: int = 64
     state: MapState | None = None
+    # The caller shows each input's output (live output): results carry it.
+    output: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -701,3 +737,427 @@ class MapProgress:
     pending: int
     acked: int
     runs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """One ``@apothic.method()`` of a class: how callers call it."""
+
+    name: str
+    is_async: bool = False
+    is_generator: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ParameterSpec:
+    """One ``apothic.parameter()`` of a class. ``type`` is ``str``, ``int``, ``float``, ``bool`` or
+    ``bytes``; ``default`` the canonical JSON of the default value ("" when required)."""
+
+    name: str
+    type: str
+    required: bool = True
+    default: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassSpec:
+    """A class of an app (``@app.cls``): deployed as one function whose input names the method.
+
+    ``enter``/``exit`` name the lifecycle methods, in the order they run.
+    """
+
+    methods: list[MethodSpec] = dataclasses.field(default_factory=list)
+    parameters: list[ParameterSpec] = dataclasses.field(default_factory=list)
+    enter: list[str] = dataclasses.field(default_factory=list)
+    exit: list[str] = dataclasses.field(default_factory=list)
+
+
+# --- Generated functions (liv): the generation workflow, its activities, what a deploy freezes ---
+
+LIV_WORKFLOW = "LivWorkflow"
+LIV_LOOKUP_ACTIVITY = "apothic.liv_lookup"
+LIV_GENERATE_ACTIVITY = "apothic.liv_generate"
+LIV_STAGE_ACTIVITY = "apothic.liv_stage"
+LIV_UNSTAGE_ACTIVITY = "apothic.liv_unstage"
+LIV_STORE_ACTIVITY = "apothic.liv_store"
+# Where a generation is kept: every app of the control plane, this app only, or nowhere.
+LIV_CACHE_SCOPES = ("account", "app", "none")
+
+
+def liv_workflow_id(app: str, function: str, key: str) -> str:
+    """The generation of ``app.function`` for the stub, examples and settings digested in ``key``."""
+    return f"apothic-liv:{app}:{function}:{key[:16]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LivRecord:
+    """One generated implementation, as frozen into a deployment (and kept in the cache).
+
+    ``round`` is the round whose answer passed (1 = the first answer), ``rounds`` the most the
+    generation could take; ``app``/``function``/``workflow_id``/``generated_at`` say which
+    generation made it; ``cache_hit`` whether the deploy that froze it took it from the cache.
+    """
+
+    source: str
+    model: str
+    round: int
+    rounds: int
+    generated_at: str
+    app: str
+    function: str
+    key: str
+    scope: str
+    workflow_id: str = ""
+    self_debug: bool = False
+    examples_run: int = 0
+    cache_hit: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class LivExample:
+    """One example: ``call`` and ``expected`` as the model reads them (``expected`` "" when
+    none was given), ``args`` the job's arguments when it runs (self_debug)."""
+
+    call: str
+    args: CloudPickled
+    expected: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LivRequest:
+    """What ``app.deploy()`` asks of the LivWorkflow for one ``@apothic.liv`` function.
+
+    ``key`` digests the stub's source and docstring, the examples, ``self_debug`` and ``model``
+    (the model the control worker uses when empty is added by ``apothic.liv_lookup``);
+    ``signature`` is the stub's ``def`` line the answer must keep; ``spec`` and ``stub_code``
+    make the candidate whose jobs run the examples.
+    """
+
+    app: str
+    function: str
+    key: str
+    scope: str
+    model: str
+    rounds: int
+    self_debug: bool
+    system: str
+    prompt: str
+    signature: str
+    is_async: bool
+    examples: list[LivExample]
+    spec: FunctionSpec
+    stub_code: CloudPickled
+
+
+@dataclasses.dataclass(frozen=True)
+class LivLookup:
+    app: str
+    function: str
+    key: str
+    scope: str
+    model: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LivLookupResult:
+    """The model in force, the final cache key, the cached generation if any, and the model
+    call's timeout (the control worker's settings; never its API key)."""
+
+    model: str
+    key: str
+    timeout_s: float
+    record: LivRecord | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LivMessage:
+    role: str  # system, user or assistant
+    content: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LivGenerateInput:
+    model: str
+    messages: list[LivMessage]
+    function: str
+    signature: str
+    is_async: bool
+    round: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LivAnswer:
+    """The model's answer: its text (``content``), the code found in it (``source``) and why
+    that code cannot be used (``problem``; "" when it parses and defines the function)."""
+
+    content: str
+    source: str
+    problem: str = ""
+    model: str = ""
+    finish_reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LivStageInput:
+    """Deploy ``source`` as the candidate app ``app`` (its examples' jobs check each result)."""
+
+    app: str
+    origin: str  # "<app>.<function>" the candidate is for
+    spec: FunctionSpec
+    stub_code: CloudPickled
+    source: str
+    round: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LivStoreInput:
+    scope: str
+    app: str
+    record: LivRecord
+
+
+@dataclasses.dataclass(frozen=True)
+class LivRound:
+    """One round of a generation: what the model answered and how it was judged."""
+
+    round: int
+    outcome: str  # "passed", "invalid answer", "examples failed"
+    problem: str = ""
+    source: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LivResult:
+    record: LivRecord
+    rounds: list[LivRound] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class LivProgress:
+    """The ``progress`` query of a LivWorkflow."""
+
+    status: str
+    model: str = ""
+    rounds: list[LivRound] = dataclasses.field(default_factory=list)
+
+
+# --- apothic.Dict and apothic.Queue (apothic/_coord): one entity workflow each on the control queue ---
+
+DICT_WORKFLOW = "DictWorkflow"
+QUEUE_WORKFLOW = "QueueWorkflow"
+# A workflow's whole state travels as one payload through continue-as-new, which Temporal refuses
+# over 2 MiB: writes that would grow it past this estimate (base64 pickles plus overhead) are refused.
+COORD_MAX_STATE_BYTES = 1_500_000
+# Accepted updates per run before continue-as-new (Temporal admits 2,000 per run; rejected ones do not count).
+COORD_UPDATES_PER_RUN = 1_000
+# Blocking gets waiting at once per Queue (Temporal admits 10 updates in flight per workflow).
+QUEUE_MAX_WAITERS = 5
+QUEUE_MAX_PARTITION_ITEMS = 5_000
+# Stored values are "<py>:<base64 pickle>" inline, or "<py>@<JSON blob reference>" (blob store).
+
+
+def dict_workflow_id(name: str) -> str:
+    """The DictWorkflow of a named Dict (an ephemeral one: ``~<hex>`` instead of the name)."""
+    return f"apothic-dict:{name}"
+
+
+def queue_workflow_id(name: str) -> str:
+    return f"apothic-queue:{name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DictEntry:
+    """One key of a Dict: its pickle, its stored value and its insertion number (iteration order)."""
+
+    key: str
+    value: str
+    seq: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DictState:
+    """A DictWorkflow's input: entries by key id (a hash of the key's canonical form)."""
+
+    name: str
+    entries: dict[str, DictEntry] = dataclasses.field(default_factory=dict)
+    next_seq: int = 1
+    # Ephemeral: the workflow deletes itself this long after the last sign of its owner (0: never).
+    lease_s: float = 0.0
+    runs: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DictItem:
+    key_id: str
+    key: str
+    value: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DictPutRequest:
+    items: list[DictItem]
+    skip_if_exists: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DictKeyRequest:
+    key_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DictLookup:
+    found: bool
+    value: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordPageRequest:
+    """A page of a Dict (entries after ``after``, a seq) or of a Queue partition (items from ``after``,
+    an absolute index), at most ``max_bytes`` of stored values (always at least one)."""
+
+    after: int = 0
+    partition: str = ""
+    max_bytes: int = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class DictPage:
+    entries: list[DictEntry]
+    done: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordStats:
+    """The ``stats`` query of a Dict or Queue: what it holds and what that costs of its budget."""
+
+    name: str
+    count: int
+    state_bytes: int
+    max_state_bytes: int
+    runs: int
+    partitions: int = 0
+    waiting: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class QueuePartition:
+    """One FIFO partition: its items, how many left it before them (absolute indexes), its TTL."""
+
+    items: list[str] = dataclasses.field(default_factory=list)
+    removed: int = 0
+    ttl_s: float = 86_400.0
+    expires_at: float = 0.0  # POSIX seconds: cleared then unless written again
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueState:
+    name: str
+    partitions: dict[str, QueuePartition] = dataclasses.field(default_factory=dict)
+    lease_s: float = 0.0
+    runs: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class QueuePutRequest:
+    items: list[str]
+    partition: str = ""
+    ttl_s: float = 86_400.0
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueGetRequest:
+    partition: str = ""
+    n: int = 1
+    wait_s: float = 0.0
+    max_bytes: int = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueGetResult:
+    items: list[str]
+    # Released before its wait ended without an item (the queue moves to a new run): ask again.
+    retry: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueLenRequest:
+    partition: str = ""
+    total: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueClearRequest:
+    partition: str = ""
+    all: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class QueuePage:
+    items: list[str]
+    first: int  # absolute index of items[0]
+
+
+# A map's container reports what a batch finished when the server may not have taken the batch's
+# own result (an outage timed the batch out): signal MAP_REPORT_SIGNAL to the map's workflow id.
+MAP_REPORT_SIGNAL = "batch_report"
+
+
+@dataclasses.dataclass(frozen=True)
+class MapBatchReport:
+    """What one ``execute_batch`` finished: ``items`` are all the batch's indexes (in order),
+    ``results`` those of the inputs it finished; the container is done with the batch."""
+
+    items: list[int]
+    results: list[MapResultItem]
+
+
+# --- Where containers and jobs ran (workflows/_container.py, workflows/_invocation.py) ---
+
+# run_container tells its ContainerWorkflow where it placed the container (signal), which keeps
+# it in its memo; the container's runtime reads that memo and names it in each input's started event.
+CONTAINER_PLACED_SIGNAL = "placed"
+PLACEMENT_MEMO_KEY = "apothic.placement"
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where one function container runs.
+
+    ``instance`` is the provider's id of it: a process's pid, a Docker container's id (12 hex),
+    a rented Vast.ai instance's id. ``host`` is the machine (this host's name for ``process``
+    and ``docker``; ``machine <id>`` and its address for a rented one). ``image`` is the image
+    reference (docker, vast), the image's tag for a process in a virtual environment, "" for a
+    process on the control worker's own Python. ``dph`` is the price in USD per hour (the
+    offer's ``dph_total``; this host costs 0). ``started_at`` is when it started (ISO 8601, UTC).
+    """
+
+    container_id: str
+    provider: str
+    offer_id: str = ""
+    instance: str = ""
+    host: str = ""
+    image: str = ""
+    dph: float = 0.0
+    gpu_name: str = ""
+    num_gpus: int = 0
+    geolocation: str = ""
+    started_at: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptPlacement:
+    """Where one attempt of a job ran (``JobInfo.ran``).
+
+    ``placement`` is None when the container did not say (a runtime from before this, or one
+    whose ContainerWorkflow had not heard from its control worker). ``rented_s`` runs from the
+    attempt's start in its container to its end as the job saw it (0 while it runs); ``cost_usd``
+    is that time at the container's price.
+    """
+
+    attempt: int
+    container_id: str
+    placement: Placement | None = None
+    started_at: str = ""
+    ended_at: str = ""
+    rented_s: float = 0.0
+    cost_usd: float = 0.0

@@ -26,6 +26,8 @@ attached as a note (``exc.__notes__``).
     ├── CallTimeoutError        the caller's ``remote(timeout_s=...)`` wait expired
     ├── PendingLimitError       ``max_pending_tasks`` inputs already wait for capacity; nothing
     │                           was submitted
+    ├── LivError                a generated function (``@apothic.liv``) could not be generated;
+    │                           nothing was deployed
     └── JobCancelledError       the job was cancelled before it produced a result
 """
 
@@ -38,6 +40,7 @@ __all__ = [
     "FunctionTimeoutError",
     "InvalidError",
     "JobCancelledError",
+    "LivError",
     "NotFoundError",
     "NotSupportedError",
     "PendingLimitError",
@@ -160,3 +163,21 @@ class PendingLimitError(ApothicError):
 
 class JobCancelledError(ApothicError):
     """The job was cancelled before it produced a result."""
+
+
+class LivError(ApothicError):
+    """A generated function (``@apothic.liv``) could not be generated at deploy: no model is
+    configured or reachable, the model refused the request, or its answer still failed its
+    checks after the last round. Nothing was deployed.
+
+    Attributes:
+        code: the last generated code ("" when the model gave none).
+        rounds: how many rounds ran.
+        workflow_id: the generation's workflow (its history shows each round).
+    """
+
+    def __init__(self, message: str, code: str = "", rounds: int = 0, workflow_id: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.rounds = rounds
+        self.workflow_id = workflow_id

@@ -72,6 +72,11 @@ def temporal(state_dir: Path) -> Iterator[str]:
     """The address of a running Temporal dev server, exported as APOTHIC_TEMPORAL_ADDRESS."""
     existing = os.environ.get("APOTHIC_TEST_TEMPORAL_ADDRESS")
     os.environ["APOTHIC_HOME"] = str(state_dir)
+    # Every process of the session signs with one key, also a worker a test starts with an
+    # APOTHIC_HOME of its own (the processes of one control plane share the key).
+    from apothic._data._signing import home_key
+
+    os.environ.setdefault("APOTHIC_PAYLOAD_KEY_FILE", home_key().origin)
     os.environ["APOTHIC_CONTAINER_IDLE_S"] = CONTAINER_IDLE_S
     if existing:
         os.environ["APOTHIC_TEMPORAL_ADDRESS"] = existing
@@ -127,8 +132,10 @@ def app_name(request: pytest.FixtureRequest) -> str:
     return f"{base}-{uuid.uuid4().hex[:6]}"
 
 
-def container_pids(app: str) -> list[int]:
-    """Pids of function containers of ``app`` running on this host."""
+def container_pids(app: str, supervisors: bool = False) -> list[int]:
+    """Pids of the runtimes (the processes that run user code) of ``app``'s function containers
+    on this host; with ``supervisors``, each container's supervisor (the process its provider
+    started, ``python -m apothic.runtime``) too."""
     marker = f"APOTHIC_APP={app}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
@@ -139,7 +146,8 @@ def container_pids(app: str) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if marker in env and b"APOTHIC_CONTAINER_ID=" in b"\0".join(env) and ") Z" not in stat:
+        runtime = any(v.startswith(b"APOTHIC_TASK_INDEX=") for v in env)
+        if marker in env and b"APOTHIC_CONTAINER_ID=" in b"\0".join(env) and ") Z" not in stat and (runtime or supervisors):
             pids.append(int(entry.name))
     return pids
 

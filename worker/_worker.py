@@ -17,7 +17,11 @@ from apothic._control._client import connect
 from apothic._control._config import Settings
 from apothic._control._embedded import SEARCH_ATTRIBUTES
 from apothic.activities import ControlActivities
+from apothic.activities._liv import LivActivities
 from apothic.workflows import ALL_WORKFLOWS
+from apothic.workflows._dict import DictWorkflow
+from apothic.workflows._queue import QueueWorkflow
+from apothic.workflows._liv import LivWorkflow
 
 log = logging.getLogger("apothic.worker")
 
@@ -50,8 +54,9 @@ def build_worker(client: Client, settings: Settings) -> Worker:
     return Worker(
         client,
         task_queue=settings.worker.control_task_queue,
-        workflows=ALL_WORKFLOWS,
-        activities=activities.all(),
+        # LivWorkflow: generated functions (@apothic.liv); Dict/QueueWorkflow: apothic.Dict and apothic.Queue
+        workflows=[*ALL_WORKFLOWS, LivWorkflow, DictWorkflow, QueueWorkflow],
+        activities=[*activities.all(), *LivActivities(settings).all()],
         workflow_runner=UnsandboxedWorkflowRunner(),
         max_cached_workflows=4000,
         workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(20),
@@ -62,7 +67,8 @@ def build_worker(client: Client, settings: Settings) -> Worker:
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run a control worker until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None)."""
-    client = await connect(settings, start_embedded=False)
+    # A payload not signed with the control plane's key fails its workflow (one of another key: its task).
+    client = await connect(settings, start_embedded=False, in_workflows=True)
     await ensure_search_attributes(client, settings.namespace)
     worker = build_worker(client, settings)
     if stop is None:

@@ -46,10 +46,13 @@ def _tls(settings: Settings) -> TLSConfig | bool | None:
     )
 
 
-async def connect(settings: Settings, *, start_embedded: bool = True) -> Client:
+async def connect(settings: Settings, *, start_embedded: bool = True, in_workflows: bool = False) -> Client:
     """Connect to the server ``settings`` names.
 
-    With the embedded default, a server (and a control worker) are started first when none
+    The client signs every payload it sends and refuses every payload it receives that is not
+    signed with the control plane's key (``apothic/_data/_signing.py``); ``in_workflows`` (the
+    control worker) makes a refused payload fail the workflow it came to. With the embedded
+    default, a server (and a control worker) are started first when none
     answers, unless ``start_embedded`` is False. One attempt takes at most
     ``settings.worker.connect_timeout_s`` (10 s; ``APOTHIC_CONNECT_TIMEOUT_S``): a closed
     port fails at once, a port that accepts the connection but never answers (Temporal's
@@ -59,7 +62,12 @@ async def connect(settings: Settings, *, start_embedded: bool = True) -> Client:
         apothic.exceptions.ConnectionError: the server cannot be reached (the message names the
             address and the fix).
         apothic.exceptions.PermissionDeniedError: the server refused the credentials.
+        apothic.exceptions.InvalidError: the payload key is unusable, or missing for a server on
+            another host without credentials.
     """
+    from .._data._signing import data_converter
+
+    converter = data_converter(settings, in_workflows=in_workflows)  # before anything starts: a bad key fails here
     if settings.embedded and start_embedded:
         from ._embedded import ensure_embedded
 
@@ -69,6 +77,7 @@ async def connect(settings: Settings, *, start_embedded: bool = True) -> Client:
         "namespace": settings.namespace,
         "tls": _tls(settings),
         "connect_timeout": timedelta(seconds=timeout_s),
+        "data_converter": converter,
     }
     if settings.api_key:
         kwargs["api_key"] = settings.api_key

@@ -38,6 +38,8 @@ from pydantic import BaseModel, ConfigDict, Strict, ValidationError, field_valid
 from ..exceptions import InvalidError
 from ._config_rules import (
     FALSE,
+    PAYLOAD_KEY_ALLOWED,
+    PAYLOAD_KEY_MAKE,
     TRUE,
     ConfigKey,
     ConfigValue,
@@ -48,6 +50,8 @@ from ._config_rules import (
     Host,
     LogLevel,
     MaxOffers,
+    ModelName,
+    ModelUrl,
     Name,
     Port,
     PragmaName,
@@ -64,6 +68,7 @@ from ._config_rules import (
     fix_for,
     host_port,
     is_url,
+    payload_key_problem,
     report_errors,
     setting,
     show,
@@ -121,6 +126,10 @@ class ServerSettings:
     port: Port = 7233
     ui_port: Port = 8233
     headless: Flag = False
+    # The codec server that shows Apothic's payloads readably (apothic/_codec): started with the
+    # dev server on server.ip, its URL given to the Web UI (--ui-codec-endpoint).
+    codec_server: Flag = True
+    codec_port: Port = 8234
     namespace: Name = "default"
     db_filename: DbFile = "temporal.db"
     log_level: LogLevel = "warn"
@@ -146,6 +155,8 @@ class WorkerSettings:
     container_idle_s: Seconds = 60.0
     startup_timeout_s: Seconds = 300.0
     connect_timeout_s: Seconds = 10.0  # one connection attempt to the Temporal server, at most
+    # A function container whose Temporal server has not answered for this long exits by itself.
+    server_unreachable_s: Seconds = 300.0
 
 
 PROVIDERS = ("process", "docker", "vast")
@@ -343,6 +354,27 @@ class SecretSettings:
         return p if p.is_absolute() else apothic_home() / p
 
 
+@dataclasses.dataclass(frozen=True)
+class LivSettings:
+    """The model that writes generated functions (``@apothic.liv``), from ``temporal-dev.yaml``'s
+    ``liv`` section; only the control worker uses it.
+
+    Attributes:
+        base_url: an OpenAI-compatible API (``.../v1``; chat completions are posted to
+            ``<base_url>/chat/completions``). Env: ``APOTHIC_LIV_BASE_URL``.
+        model: the model asked when ``LivConfig(model=...)`` names none. Env: ``APOTHIC_LIV_MODEL``.
+        timeout_s: how long one answer may take. Env: ``APOTHIC_LIV_TIMEOUT_S``.
+    The API key is read from the control worker's environment only (``APOTHIC_LIV_API_KEY``),
+    never from a file or a workflow.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    base_url: ModelUrl = ""
+    model: ModelName = ""
+    timeout_s: Seconds = 120.0
+
+
 class _ConfigFile(_Section):
     """The layout of ``temporal-dev.yaml``; an empty or left-out section keeps its defaults."""
 
@@ -353,6 +385,7 @@ class _ConfigFile(_Section):
     blobs: Annotated[BlobSettings, Rule("a mapping of blob store settings", "{store: ''}")] = BlobSettings()
     providers: Annotated[_Providers, Rule("a mapping of providers", "{process: true}")] = _Providers()
     secrets: Annotated[SecretSettings, Rule("a mapping of secret store settings", "{file: ''}")] = SecretSettings()
+    liv: Annotated[LivSettings, Rule("a mapping of generated-function settings", "{model: ''}")] = LivSettings()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -390,6 +423,11 @@ class Settings:
     blobs: BlobSettings = dataclasses.field(default_factory=BlobSettings)
     secrets: SecretSettings = dataclasses.field(default_factory=SecretSettings)
     container_api_key: str | None = None
+    liv: LivSettings = dataclasses.field(default_factory=LivSettings)
+    # The key payloads are signed with (``apothic/_data/_signing.py``): APOTHIC_PAYLOAD_KEY's
+    # hex, or APOTHIC_PAYLOAD_KEY_FILE's absolute path; neither: the default of the mode.
+    payload_key: str | None = dataclasses.field(default=None, repr=False)
+    payload_key_file: str | None = None
 
     def connection_env(self) -> dict[str, str]:
         """Environment variables that make a child process (a container) reach this server
@@ -438,7 +476,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 @lru_cache(maxsize=8)
 def _read_config(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     """The parsed file (cached while it is unchanged)."""
-    layout = "a YAML mapping of the sections server, worker, blobs, providers, secrets"
+    layout = "a YAML mapping of the sections server, worker, blobs, providers, secrets, liv"
     fix = "correct it (the packaged temporal-dev.yaml shows the layout)"
     try:
         with open(path, encoding="utf-8") as f:
@@ -474,6 +512,7 @@ _ENV_KEYS: dict[str, tuple[str, ...]] = {
     "APOTHIC_CONTAINER_IDLE_S": ("worker", "container_idle_s"),
     "APOTHIC_STARTUP_TIMEOUT_S": ("worker", "startup_timeout_s"),
     "APOTHIC_CONNECT_TIMEOUT_S": ("worker", "connect_timeout_s"),
+    "APOTHIC_SERVER_UNREACHABLE_S": ("worker", "server_unreachable_s"),
     "APOTHIC_BLOB_STORE": ("blobs", "store"),
     "APOTHIC_BLOB_THRESHOLD_BYTES": ("blobs", "threshold_bytes"),
     "APOTHIC_BLOB_S3_ENDPOINT_URL": ("blobs", "s3_endpoint_url"),
@@ -481,6 +520,9 @@ _ENV_KEYS: dict[str, tuple[str, ...]] = {
     "APOTHIC_DOCKER_REGISTRY": ("providers", "docker", "registry"),
     "APOTHIC_VAST_REGISTRY": ("providers", "vast", "registry"),
     "APOTHIC_SECRETS_FILE": ("secrets", "file"),
+    "APOTHIC_LIV_BASE_URL": ("liv", "base_url"),
+    "APOTHIC_LIV_MODEL": ("liv", "model"),
+    "APOTHIC_LIV_TIMEOUT_S": ("liv", "timeout_s"),
 }
 _PROVIDER_ENV = ("APOTHIC_DOCKER_REGISTRY", "APOTHIC_VAST_REGISTRY")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
@@ -607,6 +649,26 @@ def _check_temporal_env(env: Mapping[str, str], report: Report) -> dict[str, Any
             "tls_cert": files["cert"], "tls_key": files["key"], "tls_ca": files["ca"]}
 
 
+def _check_payload_env(env: Mapping[str, str], report: Report) -> dict[str, Any]:
+    """``APOTHIC_PAYLOAD_KEY`` (never quoted) and ``APOTHIC_PAYLOAD_KEY_FILE``, checked, as
+    ``Settings`` fields; the file's content and mode are checked when it is read."""
+    key = env.get("APOTHIC_PAYLOAD_KEY") or None
+    file = env.get("APOTHIC_PAYLOAD_KEY_FILE") or None
+    fix = f"make a key with {PAYLOAD_KEY_MAKE} and give every process of the control plane the same one"
+    if key and (problem := payload_key_problem(key)):
+        report.add("APOTHIC_PAYLOAD_KEY=<hidden>", PAYLOAD_KEY_ALLOWED, fix, problem)
+    if file:
+        p = Path(file).expanduser().absolute()
+        if not p.is_file():
+            report.add(f"APOTHIC_PAYLOAD_KEY_FILE={file!r}", "the path of a file that holds the payload key",
+                       f"point it at the file, or unset it; {fix}", "a folder" if p.is_dir() else "no such file")
+        file = str(p)
+    if key and file:
+        report.add("APOTHIC_PAYLOAD_KEY_FILE (with APOTHIC_PAYLOAD_KEY)", "one of the two",
+                   "unset one of them", "both are set")
+    return {"payload_key": key, "payload_key_file": file}
+
+
 def _check_overrides(overrides: dict[str, Any], report: Report) -> dict[str, Any]:
     """``load_settings(port=..., ...)`` (the CLI's ``--port`` and the like), checked."""
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -645,6 +707,7 @@ def load_settings(**overrides: Any) -> Settings:
     overlay = _check_env(env, _ENV_KEYS, report)
     _check_provider_env(env, report)
     external = _check_temporal_env(env, report)
+    payload_key = _check_payload_env(env, report)
     server_args = _check_overrides(overrides, report)
     if checked is not None:
         server = dataclasses.replace(checked.server, **server_args)
@@ -671,7 +734,8 @@ def load_settings(**overrides: Any) -> Settings:
     if blobs.store and not blobs.store.startswith("s3://"):
         blobs = dataclasses.replace(blobs, store=blobs.location())
     common: dict[str, Any] = {"server": server, "worker": worker, "providers": raw.get("providers") or {},
-                              "config_file": str(path), "blobs": blobs, "secrets": merged("secrets", checked.secrets)}
+                              "config_file": str(path), "blobs": blobs, "secrets": merged("secrets", checked.secrets),
+                              "liv": merged("liv", checked.liv), **payload_key}
     if external["address"]:
         return Settings(embedded=False, **external, **common)
     return Settings(address=f"{server.ip}:{server.port}", namespace=server.namespace, embedded=True, **common)

@@ -193,6 +193,37 @@ Enabled = Annotated[Any, AfterValidator(_enabled), Rule("true, false or auto")]
 MaxOffers = _count(1, 100)
 SearchLimit = _count(1, 1000)
 
+# The key payloads are signed with (APOTHIC_PAYLOAD_KEY, or the text of APOTHIC_PAYLOAD_KEY_FILE;
+# apothic/_data/_signing.py). A problem never quotes the key.
+PAYLOAD_KEY_MIN_BYTES = 32
+PAYLOAD_KEY_ALLOWED = (
+    f"the hexadecimal digits of at least {PAYLOAD_KEY_MIN_BYTES} random bytes "
+    f"({2 * PAYLOAD_KEY_MIN_BYTES} or more, an even number, nothing else)"
+)
+PAYLOAD_KEY_MAKE = "(umask 077; python -c 'import secrets; print(secrets.token_hex(32))' > payload.key)"
+
+
+def payload_key_problem(text: str) -> str:
+    """What is wrong with ``text`` as a payload key, or "" (nothing)."""
+    if any(c.isspace() for c in text):
+        return "it has spaces or a line break"
+    if not re.fullmatch(r"[0-9A-Fa-f]*", text):
+        return "it has characters that are not hexadecimal digits"
+    if len(text) % 2:
+        return f"it has an odd number of digits ({len(text)})"
+    if len(text) < 2 * PAYLOAD_KEY_MIN_BYTES:
+        return f"it has {len(text)} digits ({len(text) // 2} bytes)"
+    return ""
+
+
+ModelUrl = Annotated[
+    str, Strict(), AfterValidator(_url),
+    Rule("the http:// or https:// base URL of an OpenAI-compatible API, or empty", "http://127.0.0.1:8000/v1"),
+]
+ModelName = Annotated[
+    str, Strict(), AfterValidator(lambda v: _name(v) if v else v), Rule("a model name without spaces, or empty", "gpt-4o-mini")
+]
+
 
 class Report:
     """The problems found so far; raised together."""

@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .._contracts import SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
+from .._contracts import SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION, SEARCH_ATTR_PROVIDER
 from ..exceptions import ApothicError
 from ._config import ServerSettings, Settings, apothic_home
 
-SEARCH_ATTRIBUTES = {SEARCH_ATTR_APP: "Keyword", SEARCH_ATTR_FUNCTION: "Keyword"}
+SEARCH_ATTRIBUTES = {SEARCH_ATTR_APP: "Keyword", SEARCH_ATTR_FUNCTION: "Keyword", SEARCH_ATTR_PROVIDER: "KeywordList"}
 
 
 def temporal_binary() -> str:
@@ -65,6 +65,10 @@ def server_command(server: ServerSettings) -> list[str]:
         cmd.append("--headless")
     else:
         cmd += ["--ui-port", str(server.ui_port), "--ui-ip", server.ip]
+        if server.codec_server:  # the UI shows payloads through Apothic's codec server (apothic/_codec)
+            from .._codec._background import codec_url
+
+            cmd += ["--ui-codec-endpoint", codec_url(server)]
     for key, value in server.sqlite_pragmas.items():
         cmd += ["--sqlite-pragma", f"{key}={value}"]
     for key, value in server.dynamic_config.items():
@@ -114,7 +118,7 @@ def _alive(pid: int) -> bool:
 
 
 # What the command line of a registered process holds: a pid reused after a crash does not.
-_COMMAND_MARKERS = {"worker": b"apothic.worker", "server": b"start-dev"}
+_COMMAND_MARKERS = {"worker": b"apothic.worker", "server": b"start-dev", "codec": b"apothic._codec"}
 
 
 def _is_kind(pid: int, kind: str) -> bool:
@@ -190,11 +194,17 @@ def _ensure_embedded_locked(settings: Settings) -> None:
             start_server_background(settings)
         if not live_pids("worker"):
             start_worker_background(settings)
+        from .._codec._background import ensure_codec
+
+        ensure_codec(settings)
 
 
 async def ensure_embedded(settings: Settings) -> None:
     """Start the embedded dev server and a control worker if they are not running."""
-    if port_open(settings.server.ip, settings.server.port, timeout=0.05) and live_pids("worker"):
+    from .._codec._background import codec_missing
+
+    if port_open(settings.server.ip, settings.server.port, timeout=0.05) and live_pids("worker") \
+            and not codec_missing(settings):
         return
     await asyncio.to_thread(_ensure_embedded_locked, settings)
 
@@ -346,6 +356,7 @@ def stop_embedded(report: Callable[[str], None] | None = None) -> list[str]:
     containers()
     _stop_registered("worker", add)
     containers()
+    _stop_registered("codec", add)
     _stop_registered("server", add)
     if problems:
         raise ApothicError("; ".join(dict.fromkeys(problems)))

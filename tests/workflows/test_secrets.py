@@ -3,7 +3,8 @@ attribute, event, log line or file holds a value, and the worker's own credentia
 
 One dev server and control worker of their own (so that every workflow of the namespace and
 every file under ``APOTHIC_HOME`` are this module's), the worker holding credentials of its
-own (AWS keys, a Vast key, a Temporal API key) and a Temporal API key made for containers.
+own (AWS keys, a Vast key, a Temporal API key) and a Temporal API key made for containers;
+the payload key too reaches containers in their environment, and is written down nowhere.
 Functions run as a process, in a Docker container (an image with a shell step) and on a
 rented machine of the Vast.ai simulator (a GPU this host lacks); each returns digests of what
 it got, never the values. Needs the Docker engine and the local registry (as CI starts them).
@@ -27,6 +28,8 @@ import pytest
 
 import apothic
 from apothic import App, ControlPlaneClient, Image, PlacementError
+from apothic._control._config import load_settings
+from apothic._data._signing import payload_key
 
 from ..conftest import free_port, start_dev_server, start_worker, stop, wait_until
 
@@ -71,6 +74,9 @@ class World:
             "AWS_SESSION_TOKEN": value("awssession"), "APOTHIC_TEMPORAL_API_KEY": f"worker-{secrets.token_hex(16)}",
         }
         self.container_key = f"container-{secrets.token_hex(16)}"
+        # The key payloads are signed with: the session's, which the worker reads from its file
+        # (APOTHIC_PAYLOAD_KEY_FILE) and gives each container in its environment.
+        self.payload_key = payload_key(load_settings()).secret.hex()
         self.env = dict(
             os.environ, APOTHIC_TEMPORAL_ADDRESS=self.address, APOTHIC_HOME=str(tmp),
             APOTHIC_SECRETS_FILE=str(self.store_path), VAST_URL=vast_sim.url, VAST_API_KEY=vast_sim.api_key,
@@ -83,9 +89,9 @@ class World:
 
     def secret_values(self) -> dict[str, str]:
         """Everything that must never be written down: the secrets and the worker's credentials
-        (and the key made for containers, which only their environment may hold)."""
+        (and the key made for containers and the payload key, which only environments may hold)."""
         return {"TOKEN": self.token, "SHARED (first)": self.shared_first, "SHARED (last)": self.shared_last,
-                "container key": self.container_key, **self.worker_creds}
+                "container key": self.container_key, "payload key": self.payload_key, **self.worker_creds}
 
     def close(self) -> None:
         stop(self.worker)
@@ -93,7 +99,9 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, vast_sim) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory, vast_sim, temporal: str) -> Iterator[World]:
+    # (``temporal``: the session's settings, its payload key among them, which this module's
+    # worker and this process, its client, share.)
     (tmp := tmp_path_factory.mktemp("secrets-home")).joinpath("logs").mkdir()
     w = World(tmp, vast_sim)
     try:
@@ -129,7 +137,7 @@ def env_report() -> dict:
         return None if got is None else hashlib.sha256(got).hexdigest()
 
     return {
-        "digests": {k: sha(k) for k in ("TOKEN", "SHARED", "APOTHIC_TEMPORAL_API_KEY")},
+        "digests": {k: sha(k) for k in ("TOKEN", "SHARED", "APOTHIC_TEMPORAL_API_KEY", "APOTHIC_PAYLOAD_KEY")},
         "names": sorted(k.decode() for k in os.environb),
         "built_image": os.path.exists("/etc/apothic-secrets-test"),  # on_docker's image step made it
         "marker": os.environ.get("VASTSIM_MARKER", ""),
@@ -221,9 +229,11 @@ def test_secrets_reach_every_provider_and_nothing_else(world: World, app_name: s
     assert got["on_vast"]["marker"].startswith(f"{world.vast_sim.token}:")  # a simulated rented machine
     for name, report in got.items():
         assert report["digests"] == {"TOKEN": digest(world.token), "SHARED": digest(world.shared_last),
-                                     "APOTHIC_TEMPORAL_API_KEY": digest(world.container_key)}, name
+                                     "APOTHIC_TEMPORAL_API_KEY": digest(world.container_key),
+                                     "APOTHIC_PAYLOAD_KEY": digest(world.payload_key)}, name
         leaked = [n for n in report["names"] if n.startswith("AWS_") or n in (
-            "VAST_API_KEY", "APOTHIC_CONTAINER_TEMPORAL_API_KEY", "APOTHIC_SECRETS_FILE", "VAST_URL")]
+            "VAST_API_KEY", "APOTHIC_CONTAINER_TEMPORAL_API_KEY", "APOTHIC_SECRETS_FILE", "VAST_URL",
+            "APOTHIC_PAYLOAD_KEY_FILE")]
         assert leaked == [], (name, leaked)
 
     # Let the containers drain and be released, so that every history is complete.
