@@ -42,6 +42,7 @@ from apothic.placement.providers.offers import explain_no_match, gather_offers
 from ._hosts import DockerHost, Host, ProcessHost, Progress, Started, StartFailed, VastHost, heartbeating
 from ._schedules import ScheduleActivities
 from ._secrets import redact, resolve_secrets, secret_values
+from ._where import placement_of, tell_placed
 from ._volumes import (
     affine_placement,
     affinity_note,
@@ -182,12 +183,14 @@ class ControlActivities:
                 # An unexpected error that quotes the environment: retried as it would be, words scrubbed.
                 raise ApplicationError(redact(str(e), secret_env.values()), type=type(e).__name__) from None
             fresh = True
+            placement = placement_of(inp.container_id, host.name, dep.spec, offer, started.where, candidates)
         assert host is not None and started is not None
         running, handle = host, started.handle
         beat = lambda: activity.heartbeat(started.token, running.name)  # noqa: E731
         beat()
         try:
             if fresh:
+                await tell_placed(activity.client(), inp.container_workflow_id, placement)
                 await progress("container", {"status": "started", "provider": running.name, **started.where})
             while True:
                 code = await heartbeating(running.wait(handle, HEARTBEAT_EVERY_S), beat)
@@ -299,6 +302,7 @@ class ControlActivities:
             APOTHIC_TASK_QUEUE=dep.task_queue,
             APOTHIC_CONCURRENCY=str(max(1, dep.spec.concurrent_requests)),
             APOTHIC_IDLE_S=str(dep.idle_s or self.settings.worker.container_idle_s),
+            APOTHIC_SERVER_UNREACHABLE_S=str(self.settings.worker.server_unreachable_s),
         )
         return env
 
@@ -313,6 +317,7 @@ class ControlActivities:
         tail = redact(await host.log_tail(inp.container_id), await secret_values(self.settings, inp))
         raise ApplicationError(
             f"container {inp.container_id} on {host.name} exited with code {code}; its last output:\n{tail}",
+            {"exit_code": code},
             type="ContainerExited",
             non_retryable=True,
         )

@@ -1,25 +1,61 @@
-"""Entry point of a function container: ``python -m apothic.runtime``."""
+"""Entry point of a function container: ``python -m apothic.runtime``.
+
+Started by a provider, the command is the container's supervisor (``_supervisor``): it runs no
+user code, and starts the container's runtimes, each this same command with
+``APOTHIC_TASK_INDEX`` set. A runtime serves the function's inputs: its Temporal worker on a
+thread, user code in the main thread.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import sys
-import threading
-import traceback
-from datetime import timedelta
 
-from .._control._config import load_settings
-from ._executor import MainThreadExecutor
-from ._runtime import Runtime, RuntimeConfig
-from ._tasks import supervise, wanted_tasks
+from ._tasks import TASK_INDEX_ENV, wanted_tasks
 
 
 def main() -> None:
-    tasks = wanted_tasks()
-    if tasks > 1:  # tasks_per_container: this process starts the container's runtimes (never returns)
-        supervise(tasks)
+    if TASK_INDEX_ENV not in os.environ:
+        from ._supervisor import supervise
+
+        supervise(wanted_tasks())  # never returns
+    _die_with_supervisor()
+    _serve()
+
+
+def _die_with_supervisor() -> None:
+    """Die with the supervisor (Linux: SIGKILL when it dies), as a container's processes die
+    with the container; exit at once if it is gone already."""
+    from ._channel import PARENT_ENV
+
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != int(parent):
+        os._exit(1)
+
+
+def _serve() -> None:
+    import asyncio
+    import faulthandler
+    import signal
+    import threading
+    import traceback
+    from datetime import timedelta
+
+    from .._control._config import load_settings
+    from ._executor import MainThreadExecutor
+    from ._runtime import Runtime, RuntimeConfig
+
+    # A crash in native code (SIGSEGV, SIGABRT, ...) prints the Python stacks to fd 2 first:
+    # while an input runs, into its captured output.
+    faulthandler.enable(all_threads=True)
     config = RuntimeConfig.from_env()
     executor = MainThreadExecutor()
     runtime = Runtime(config, load_settings(), executor)
@@ -32,9 +68,10 @@ def main() -> None:
             runtime.exit_code = runtime.exit_code or 1
         finally:
             executor.stop()
-            if runtime.stuck:
-                # The main thread is stuck in user code that ignored its interruption.
-                _exit(config, runtime.exit_code)
+            if runtime.stuck or runtime.abandoned:
+                # The main thread is stuck in user code that ignored its interruption, or the
+                # server is gone and its inputs cannot be reported anyway.
+                _exit(config, executor, runtime.exit_code)
 
     def on_term(signum: int, frame: object) -> None:
         runtime.request_shutdown(f"signal {signum}")
@@ -45,21 +82,25 @@ def main() -> None:
     thread.start()
     executor.serve_forever()
     thread.join(timeout=timedelta(minutes=5).total_seconds())
-    _exit(config, runtime.exit_code)
+    _exit(config, executor, runtime.exit_code)
 
 
-def _exit(config: RuntimeConfig, code: int) -> None:
+def _exit(config: object, executor: object, code: int) -> None:
     """Exit with ``code``, first leaving it in the status file (a watcher that adopted this
     process after a control worker restart is not its parent and cannot wait for it)."""
-    if config.status_file:
+    import sys
+
+    executor.remove_files()  # type: ignore[attr-defined]
+    status_file = getattr(config, "status_file", "")
+    if status_file:
         try:
-            with open(config.status_file, "w") as f:
+            with open(status_file, "w") as f:
                 f.write(str(code))
         except OSError:
             pass
-    # The last line of the container's output: hosts whose API only says "exited" (a rented
-    # machine) read the exit code from the log.
-    print(f"apothic-runtime: exit {code}", file=sys.stderr)
+    # The supervisor prints the container's own last line (``apothic-runtime: exit N``, which
+    # hosts that cannot report exit codes read from the log); this one names the task.
+    print(f"apothic-runtime task {os.environ.get(TASK_INDEX_ENV, '0')}: exit {code}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -38,6 +38,7 @@ import time
 from typing import Any
 
 from .._data import _checkpoint
+from ._channel import scratch_dir
 from ._executor import Interrupted, WorkItem, _adrain, _awaited, _drain
 
 # The log of the input running in this context (None: the container's own output).
@@ -48,7 +49,7 @@ class _Sink:
     """One input's output file (line-buffered, shared by its stdout and stderr)."""
 
     def __init__(self) -> None:
-        fd, self.path = tempfile.mkstemp(prefix="apothic-log-", suffix=".txt")
+        fd, self.path = tempfile.mkstemp(prefix="apothic-log-", suffix=".txt", dir=scratch_dir())
         self.file = open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
         self._lock = threading.Lock()
 

@@ -87,15 +87,18 @@ class EventPublisher:
     """Sends one attempt's events to its job's workflow; see the module docstring."""
 
     def __init__(
-        self, client: Client, workflow_id: str, attempt: int, container_id: str, item: Any, started: bool = True
+        self, client: Client, workflow_id: str, attempt: int, container_id: str, item: Any, started: bool = True,
+        where: dict[str, Any] | None = None,
     ) -> None:
         self._handle = client.get_workflow_handle(workflow_id)
         self._attempt = attempt
         self._container_id = container_id
         self._item = item  # the WorkItem: its log_path is set once it starts
         self._loop = asyncio.get_running_loop()
+        # The container's placement (runtime/_where.py), named in the started event.
+        self._where = {"where": where} if where else {}
         # started=False: the input waits (for its batch); mark_started() adds the event then.
-        self._pending: list[JobEventIn] = [JobEventIn(event="started", at=_now())] if started else []
+        self._pending: list[JobEventIn] = [JobEventIn(event="started", data=dict(self._where), at=_now())] if started else []
         self._unsent: JobEventsIn | None = None
         self._batch = 0
         self._wake = asyncio.Event()
@@ -116,7 +119,7 @@ class EventPublisher:
     def mark_started(self, data: dict[str, Any]) -> None:
         """The input starts now (on the runtime's loop); ``data`` goes into its started event
         (a batched input's ``batch`` and ``batch_size``)."""
-        self._pending.insert(0, JobEventIn(event="started", data=data, at=_now()))
+        self._pending.insert(0, JobEventIn(event="started", data={**data, **self._where}, at=_now()))
 
     # Called in the main thread, where the generator runs.
     def output(self, index: int, value: Any) -> None:

@@ -23,8 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._data import _checkpoint
-
-LOG_LIMIT = 256 * 1024
+from ._channel import LOG_LIMIT, read_log, scratch_dir  # noqa: F401 - read_log is imported from here
 
 
 class Interrupted(BaseException):
@@ -58,11 +57,23 @@ class WorkItem:
     started_at: float = 0.0
     # A capture of its own (a batch's call); None: the executor's shared one.
     capture: Any = None
+    # The job (a map's: ``<map id>#<index>``) whose input this is: ``apothic.current_job_id()``.
+    job_id: str = ""
     # Concurrent executors: where the input runs (a thread slot or an asyncio task).
     slot: Any = None
     # Batched functions: called (on the runtime's loop) with the started event's data
     # (batch id and size) when the input's batch starts.
     on_start: Callable[[dict[str, Any]], None] | None = None
+    # Called with the item by the thread that starts its user code, as ``started_at`` is set
+    # (before the code runs): the runtime tells its supervisor (``_channel``).
+    on_run: Callable[["WorkItem"], None] | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "started_at" and value:
+            on_run = self.__dict__.get("on_run")
+            if on_run is not None:
+                on_run(self)
 
     def yielded(self, value: Any) -> None:
         index = self.outputs
@@ -94,6 +105,10 @@ class MainThreadExecutor:
 
     def stop(self) -> None:
         self._queue.put(None)
+
+    def remove_files(self) -> None:
+        """Remove the capture file (the process exits)."""
+        self._capture.remove()
 
     def done_with(self, item: WorkItem) -> None:
         """The runtime has read what ``item`` printed (nothing to free: the capture is reused)."""
@@ -180,7 +195,7 @@ class _Capture:
     """
 
     def __init__(self) -> None:
-        fd, self.path = tempfile.mkstemp(prefix="apothic-log-", suffix=".txt")
+        fd, self.path = tempfile.mkstemp(prefix="apothic-log-", suffix=".txt", dir=scratch_dir())
         self._fd = fd
 
     def remove(self) -> None:
@@ -233,21 +248,3 @@ def _flush(stream: Any) -> None:
         stream.flush()
     except Exception:  # noqa: BLE001 - a closed or odd stream must not break a run
         pass
-
-
-def read_log(path: str, limit: int = LOG_LIMIT) -> str:
-    """The last ``limit`` bytes of a captured log, marked when cut."""
-    if not path:
-        return ""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            data = f.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", "replace")
-    if size > limit:
-        text = f"[... {size - limit} earlier bytes cut ...]\n" + text
-    return text

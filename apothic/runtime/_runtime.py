@@ -34,6 +34,7 @@ from .._contracts import (
     ResolveRequest,
     app_workflow_id,
 )
+from .._cls._serve import ClassLifecycle
 from .._control._client import connect
 from .._control._config import Settings
 from .._data._blobs import load, offload
@@ -44,14 +45,19 @@ from ._batcher import Batcher, NotRun
 from ._concurrent import LoopExecutor, ThreadExecutor
 from ._mounts import EXIT_BAD_MOUNT, MountError, Mounts
 from ._events import EventPublisher, OutputError
+from ._where import Whereabouts
+from ._channel import ALIVE_EVERY_S, HEARTBEAT_LOG_BYTES, Channel, scratch_dir
 from ._executor import Interrupted, MainThreadExecutor, WorkItem, read_log
+from ._mapbatch import BatchProgress, Reporter, lost_on_server
+from ._supervised import SupervisedInterceptor, watch_item
 
 # How long user code gets to stop after a cancel or timeout before its container is replaced.
 INTERRUPT_GRACE_S = 5.0
 HEARTBEAT_EVERY_S = 1.0
-HEARTBEAT_LOG_BYTES = 32 * 1024
-# How often a container checks that its ContainerWorkflow still runs.
+# How often a container checks that its ContainerWorkflow still runs (and that its server
+# answers: see WorkerSettings.server_unreachable_s), and how long one check may take.
 OWNER_CHECK_S = 5.0
+OWNER_CHECK_TIMEOUT_S = 10.0
 # Inline (base64) result bytes one execute_batch returns at most; later results of the batch go
 # to the blob store even when small, so that the batch's output stays under Temporal's 2 MiB.
 BATCH_INLINE_BYTES = 1_000_000
@@ -155,7 +161,11 @@ class Runtime:
         self.slots = max(1, config.concurrency)
         self.exit_code = 0
         self.stuck = False
+        # The server has not answered for worker.server_unreachable_s: the container exits at
+        # once, without waiting for its inputs (their results could not be delivered).
+        self.abandoned = False
         self.fn: Any = None
+        self.channel = Channel.from_env()  # to the container's supervisor (a no-op without one)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shutdown: asyncio.Event | None = None
         self._shutdown_reason = ""
@@ -178,11 +188,16 @@ class Runtime:
         cfg = self.config
         client = await connect(self.settings, start_embedded=False)
         self._client = client
+        self.where = Whereabouts(client, cfg.container_workflow_id)  # named in each input's started event
+        self.where.start()
         app = client.get_workflow_handle(app_workflow_id(cfg.app))
         code, dep = await asyncio.gather(
             app.query("code", CodeRequest(function=cfg.function, version=cfg.version), result_type=CloudPickled),
             app.query("resolve", ResolveRequest(cfg.app, cfg.function, cfg.version), result_type=Deployment),
         )
+        # A class (@app.cls): its instance's deployment and hooks around serving (apothic/_cls/_serve.py).
+        lifecycle = await ClassLifecycle.prepare(client, cfg.task_queue, dep)
+        dep = lifecycle.deployment if lifecycle is not None else dep
         self._choose_runner(dep.spec)  # before the code loads: its modules see the container's time.sleep
         try:
             self.fn = load_code(code)  # registers the source of the user's files in linecache
@@ -202,6 +217,8 @@ class Runtime:
             )
             self.batcher.start()
             self.runner = self.batcher
+        if lifecycle is not None and not await lifecycle.enter(self):  # @enter, before the first poll
+            return
         worker = Worker(
             client,
             task_queue=cfg.task_queue,
@@ -210,16 +227,23 @@ class Runtime:
             max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_EVERY_S),
             default_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_EVERY_S),
             graceful_shutdown_timeout=timedelta(hours=24),
+            interceptors=[SupervisedInterceptor(self.channel, scratch_dir())] if self.channel.on else [],
         )
         watch = asyncio.create_task(self._watch(client))
+        alive = asyncio.create_task(self._tell_alive())
         run = asyncio.create_task(worker.run())
         print(f"apothic container {cfg.container_id} serving {cfg.task_queue}", flush=True)
         await asyncio.wait({run, asyncio.create_task(self._shutdown.wait())}, return_when=asyncio.FIRST_COMPLETED)
         watch.cancel()
+        if self.abandoned:
+            return  # main exits the process: no drain (it would wait for the server)
+        alive.cancel()
         print(f"apothic container {cfg.container_id} draining ({self._shutdown_reason or 'worker stopped'})", flush=True)
         if not run.done():
             await worker.shutdown()
         await run
+        if lifecycle is not None:
+            await lifecycle.exit(self)  # @exit, after the last input
 
     def _choose_runner(self, spec: FunctionSpec) -> None:
         """Where inputs run, and how many activities the worker takes at once: one (the main
@@ -235,7 +259,7 @@ class Runtime:
 
     def _retire(self, reason: str) -> None:
         """An input ignored its interruption: stop polling, let the other inputs finish, exit
-        with EXIT_REPLACE so that the fleet starts a fresh container if jobs wait."""
+        with EXIT_REPLACE: the container's supervisor starts a fresh runtime in its place."""
         self.stuck = True
         self.exit_code = EXIT_REPLACE
         self.request_shutdown(reason)
@@ -247,24 +271,57 @@ class Runtime:
         even if the control worker that started it dies (another worker adopts it). Once that
         workflow has ended, the container stops by itself, wherever it runs.
         """
-        last_owner_check = time.monotonic()
+        last_owner_check = last_answer = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, self.config.idle_s / 4))
             if not self._in_flight and time.monotonic() - self._last_busy >= self.config.idle_s:
                 self.request_shutdown(f"idle for {self.config.idle_s:g} s")
                 return
-            if self.config.container_workflow_id and time.monotonic() - last_owner_check >= OWNER_CHECK_S:
+            if time.monotonic() - last_owner_check >= OWNER_CHECK_S:
                 last_owner_check = time.monotonic()
-                if not await self._owner_running(client):
+                state = await self._owner_state(client)
+                if state == "ended":
                     self.request_shutdown("its container workflow has ended")
                     return
+                if state == "running":
+                    last_answer = time.monotonic()
+                elif time.monotonic() - last_answer >= self.settings.worker.server_unreachable_s:
+                    self._abandon(time.monotonic() - last_answer)
+                    return
 
-    async def _owner_running(self, client: Client) -> bool:
+    async def _owner_state(self, client: Client) -> str:
+        """``running``, ``ended`` (its ContainerWorkflow), or ``unreachable`` (no answer from
+        the server within OWNER_CHECK_TIMEOUT_S). Without a ContainerWorkflow: the server's health."""
         try:
-            desc = await client.get_workflow_handle(self.config.container_workflow_id).describe()
+            if not self.config.container_workflow_id:
+                await asyncio.wait_for(client.service_client.check_health(), OWNER_CHECK_TIMEOUT_S)
+                return "running"
+            handle = client.get_workflow_handle(self.config.container_workflow_id)
+            desc = await asyncio.wait_for(handle.describe(), OWNER_CHECK_TIMEOUT_S)
         except RPCError as e:
-            return e.status != RPCStatusCode.NOT_FOUND  # unreachable server: assume it still runs
-        return desc.status == WorkflowExecutionStatus.RUNNING
+            return "ended" if e.status == RPCStatusCode.NOT_FOUND else "unreachable"
+        except Exception:  # noqa: BLE001 - a timeout, a closed connection: no answer
+            return "unreachable"
+        return "running" if desc.status == WorkflowExecutionStatus.RUNNING else "ended"
+
+    def _abandon(self, silent_s: float) -> None:
+        """The server has not answered for ``worker.server_unreachable_s``: exit now. The inputs
+        still running here cannot report (their jobs retry them elsewhere once a server answers)."""
+        limit = self.settings.worker.server_unreachable_s
+        print(f"apothic container {self.config.container_id}: the Temporal server at {self.settings.address} has not "
+              f"answered for {silent_s:.0f} s (worker.server_unreachable_s = {limit:g}, env "
+              f"APOTHIC_SERVER_UNREACHABLE_S); exiting", flush=True)
+        self.channel.note("leaving", reason="server unreachable")
+        self.abandoned = True
+        self.request_shutdown("the server is unreachable")
+
+    async def _tell_alive(self) -> None:
+        """Tell the supervisor that this loop runs (it heartbeats for us when it stops)."""
+        if not self.channel.on:
+            return
+        while True:
+            self.channel.alive()
+            await asyncio.sleep(ALIVE_EVERY_S)
 
     def _check_input(self, function: str, version: int) -> None:
         cfg = self.config
@@ -285,47 +342,69 @@ class Runtime:
             self._in_flight -= 1
             self._last_busy = time.monotonic()
 
+    # Sends a batch's results to its map when the server may have missed them (made on the first batch).
+    _reporter: Reporter | None = None
+
     @activity.defn(name=EXECUTE_BATCH_ACTIVITY)
     async def execute_batch(self, inp: ExecuteBatchInput) -> ExecuteBatchOutput:
         """Run a map's inputs one after the other, each with its own timeout and result (for a
-        batched function, all at once: they join the batcher's lists, results in order)."""
+        batched function, all at once: they join the batcher's lists, results in order).
+
+        Each heartbeat carries the results finished so far, and a batch the server may have
+        missed the result of (it was down meanwhile, or gave up on the batch) is reported to
+        its map by signal once the server answers (``_mapbatch``): a lost batch's map reruns
+        only the inputs it never heard of."""
         self._check_input(inp.function, inp.version)
-        cfg = self.config
-        results: list[MapResultItem] = []
-        inline = 0
+        progress = BatchProgress(inp.items)
+        if self._reporter is None:
+            assert self._client is not None  # serve() connects before the worker takes inputs
+            self._reporter = Reporter(self._client)
+        reporter = self._reporter
+        outages = reporter.outages
         self._in_flight += 1
         try:
-            if self.batcher is not None:
-                outcomes = await asyncio.gather(*(self._map_item(inp, item, bulk=True) for item in inp.items))
-            else:
-                outcomes = []
-                for item in inp.items:
-                    outcomes.append(await self._map_item(inp, item))
-                    activity.heartbeat({"done": len(outcomes)})
-            for item, outcome in zip(inp.items, outcomes):
-                if outcome is None:  # an earlier input ignored its interruption: left to others
-                    results.append(MapResultItem(index=item.index, ok=False, error_type=NOT_RUN))
-                elif isinstance(outcome, ExecuteOutput):
-                    value = outcome.value
-                    if inline + len(value.data) > BATCH_INLINE_BYTES:
-                        value = await self._offload_result(value, "", force=True)
-                    inline += len(value.data)
-                    results.append(MapResultItem(index=item.index, ok=True, value=value))
-                else:
-                    e = outcome
-                    detail = e.details[0] if e.details and isinstance(e.details[0], dict) else {}
-                    detail = _fit_detail(detail, BATCH_INLINE_BYTES - inline)
-                    inline += _detail_size(detail)
-                    results.append(
-                        MapResultItem(
-                            index=item.index, ok=False, error_message=e.message, error_type=e.type or "",
-                            error_detail=detail, final=e.non_retryable,
-                        )
-                    )
+            with progress.heartbeats(), reporter.batch():
+                try:
+                    if self.batcher is not None:
+                        outcomes = await asyncio.gather(*(self._map_item(inp, item, bulk=True) for item in inp.items))
+                        for item, outcome in zip(inp.items, outcomes):
+                            progress.add(await self._map_result(inp, item.index, outcome, progress))
+                        activity.heartbeat()  # carries the progress (see BatchProgress.heartbeats)
+                    else:
+                        for item in inp.items:
+                            outcome = await self._map_item(inp, item)
+                            progress.add(await self._map_result(inp, item.index, outcome, progress))
+                            progress.beat()
+                except asyncio.CancelledError:
+                    if lost_on_server():  # the server gave up on the batch: it will refuse its result
+                        reporter.ended(inp.job_id, progress, suspect=True)
+                    raise
+                reporter.ended(inp.job_id, progress, suspect=reporter.outages != outages)
         finally:
             self._in_flight -= 1
             self._last_busy = time.monotonic()
-        return ExecuteBatchOutput(results=results, container_id=cfg.container_id)
+        return ExecuteBatchOutput(results=progress.ordered(), container_id=self.config.container_id)
+
+    async def _map_result(self, inp: ExecuteBatchInput, index: int, outcome: Any, progress: BatchProgress) -> MapResultItem:
+        """A map input's outcome as its result: inline while the batch's values, logs and
+        details fit in BATCH_INLINE_BYTES, later values in the blob store, later details cut."""
+        if outcome is None:  # an earlier input ignored its interruption: left to others
+            return MapResultItem(index=index, ok=False, error_type=NOT_RUN)
+        if isinstance(outcome, ExecuteOutput):
+            value = outcome.value
+            if progress.inline + len(value.data) > BATCH_INLINE_BYTES:
+                value = await self._offload_result(value, "", force=True)
+            logs = outcome.logs[-8192:] if inp.output else ""  # the caller shows it (live output)
+            progress.inline += len(value.data) + len(logs)
+            return MapResultItem(index=index, ok=True, value=value, logs=logs)
+        e = outcome
+        detail = e.details[0] if e.details and isinstance(e.details[0], dict) else {}
+        detail = _fit_detail(detail, BATCH_INLINE_BYTES - progress.inline)
+        progress.inline += _detail_size(detail)
+        return MapResultItem(
+            index=index, ok=False, error_message=e.message, error_type=e.type or "",
+            error_detail=detail, final=e.non_retryable,
+        )
 
     async def _map_item(self, inp: ExecuteBatchInput, item: Any, bulk: bool = False) -> Any:
         """One map input: its ExecuteOutput, its ApplicationError, or None if not run."""
@@ -345,12 +424,15 @@ class Runtime:
             args, kwargs = await load(inp.args, self.settings.blobs)
         except InvalidError as e:  # its blob cannot be read, or another Python pickled it
             raise ApplicationError(str(e), type="apothic.InvalidInput", non_retryable=True) from None
-        item = WorkItem(self.fn, tuple(args), dict(kwargs), checkpoint_in=inp.checkpoint, skip_outputs=inp.skip_outputs)
+        item = WorkItem(self.fn, tuple(args), dict(kwargs), checkpoint_in=inp.checkpoint, skip_outputs=inp.skip_outputs,
+                        job_id=inp.job_id)
+        watch_item(self.channel, item, inp.args, inp.job_id)  # the supervisor learns when its code runs
         publisher: EventPublisher | None = None
         batched = self.batcher is not None
         if inp.events_to and self._client is not None:
             publisher = EventPublisher(
-                self._client, inp.events_to, inp.attempt, self.config.container_id, item, started=not batched
+                self._client, inp.events_to, inp.attempt, self.config.container_id, item, started=not batched,
+                where=await self.where.get(),
             )
             item.on_output = publisher.output
             if batched:
@@ -395,7 +477,7 @@ class Runtime:
         if not fut.done():
             raise ApplicationError(
                 f"the function ran longer than its timeout_s={inp.timeout_s:g} and ignored the interruption; "
-                "its container was replaced",
+                "its process was replaced",
                 {"logs": logs},
                 type="FunctionTimeoutError",
             )

@@ -1,11 +1,11 @@
 """Several function processes in one container: ``tasks_per_container``.
 
-With ``APOTHIC_TASKS_PER_CONTAINER=N`` (N > 1) in its environment, ``python -m apothic.runtime``
-becomes the container's supervisor: it starts N runtimes, each the same command with
-``APOTHIC_TASK_INDEX=i``, each its own Temporal worker polling the deployment's queue, so one
-container runs N inputs side by side (N x ``concurrent_requests`` slots). The same command
-serves every provider: a process of this host, a Docker container's entrypoint, a rented
-machine's onstart.
+``python -m apothic.runtime`` is the container's supervisor (``_supervisor``); with
+``APOTHIC_TASKS_PER_CONTAINER=N`` in its environment it starts N runtimes (else one), each the
+same command with ``APOTHIC_TASK_INDEX=i``, each its own Temporal worker polling the
+deployment's queue, so one container runs N inputs side by side (N x ``concurrent_requests``
+slots). The same command serves every provider: a process of this host, a Docker container's
+entrypoint, a rented machine's onstart.
 
 GPUs: the container's GPUs are the devices in ``CUDA_VISIBLE_DEVICES`` when its environment has
 it (a process container inherits the control worker's), else ``APOTHIC_GPUS`` (a count the
@@ -16,24 +16,19 @@ Without GPUs the variable is left as it was.
 
 Life: each task drains by itself after its idle window (the runtime's rule), so a container
 whose load fell runs fewer tasks, and it ends when its last task has ended. A task that exits
-``EXIT_REPLACE`` (an input ignored its interruption) is started again in place, so the
-container keeps its slots. A task that fails (any other code) fails the container: the others
-are asked to drain and the container exits with that code. SIGTERM is passed on to every task
-(each lets its in-flight inputs finish). The exit code goes to ``APOTHIC_STATUS_FILE`` and the
-last line of the output, as a single runtime does.
+``EXIT_REPLACE`` (an input ignored its interruption), or that died running an input, is started
+again in place, so the container keeps its slots. A task that fails otherwise fails the
+container: the others are asked to drain and the container exits with that code. SIGTERM is
+passed on to every task (each lets its in-flight inputs finish). The exit code goes to
+``APOTHIC_STATUS_FILE`` and the last line of the output, as a single runtime did.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 from collections.abc import Mapping
-from typing import NoReturn
-
-from .._contracts import EXIT_OK, EXIT_REPLACE
 
 TASKS_ENV = "APOTHIC_TASKS_PER_CONTAINER"
 TASK_INDEX_ENV = "APOTHIC_TASK_INDEX"
@@ -94,94 +89,3 @@ def task_env(env: Mapping[str, str], index: int, gpus: str | None) -> dict[str, 
     if gpus is not None:
         out["CUDA_VISIBLE_DEVICES"] = gpus
     return out
-
-
-def _die_with_parent() -> None:
-    """In a task, before exec: SIGTERM it when the supervisor dies (Linux), so that a killed
-    supervisor leaves no task behind (they drain; release removes what remains)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _say(text: str) -> None:
-    print(f"apothic container supervisor: {text}", file=sys.stderr, flush=True)
-
-
-def supervise(tasks: int) -> NoReturn:
-    """Run ``tasks`` runtimes of this container until the last has ended; exit like one."""
-    argv = [sys.executable, *(getattr(sys, "orig_argv", None) or ["python", "-m", "apothic.runtime"])[1:]]
-    env = dict(os.environ)
-    devices = gpu_devices(env)
-    shares = split_gpus(devices, tasks)
-    if devices:
-        unused = len(devices) - sum(len(s.split(",")) for s in set(shares) if s)
-        _say(f"{tasks} tasks on GPUs {','.join(devices)}: " + ", ".join(f"task {i} -> {g}" for i, g in enumerate(shares))
-             + (f" ({unused} unused)" if unused > 0 else ""))
-    children: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
-    stopping = False
-    code = EXIT_OK
-
-    def start(index: int) -> None:
-        proc = subprocess.Popen(
-            argv, env=task_env(env, index, shares[index]), stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - the supervisor runs no threads
-        )
-        children[proc.pid] = (index, proc)
-
-    def stop_all(signum: int = signal.SIGTERM) -> None:
-        for _, proc in list(children.values()):
-            try:
-                proc.send_signal(signum)
-            except ProcessLookupError:
-                pass
-
-    def on_term(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        stop_all()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    for index in range(tasks):
-        if not stopping:
-            start(index)
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        if pid not in children:
-            continue
-        index, proc = children.pop(pid)
-        rc = os.waitstatus_to_exitcode(status)
-        proc.returncode = rc
-        if rc == EXIT_OK:
-            _say(f"task {index} ended ({len(children)} running)")
-        elif rc == EXIT_REPLACE and not stopping:
-            _say(f"task {index} retired itself (an input ignored its interruption); starting it again")
-            start(index)
-        elif rc != EXIT_REPLACE:
-            _say(f"task {index} failed with exit code {rc}; stopping the container")
-            if code == EXIT_OK:
-                code = rc if rc > 0 else 128 - rc  # killed by a signal: 128 + its number
-            stopping = True
-            stop_all()
-    _exit(code)
-
-
-def _exit(code: int) -> NoReturn:
-    status = os.environ.get("APOTHIC_STATUS_FILE", "")
-    if status:
-        try:
-            with open(status, "w") as f:
-                f.write(str(code))
-        except OSError:
-            pass
-    # The last line of the container's output (see the runtime's own exit).
-    print(f"apothic-runtime: exit {code}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(code)

@@ -1,7 +1,11 @@
 """The ``process`` provider: a function container is a process on this host.
 
 The container runs ``python -m apothic.runtime`` with the control worker's own interpreter,
-in its own session. It is not tied to the worker that started it: when that worker dies or
+in its own session: the container's supervisor (``apothic/runtime/_supervisor.py``), which
+starts the runtime(s) as its children, each in a process group of its own and dying with it,
+so the pid this provider knows is the supervisor's (killing it kills the container). Its
+temporary files live in an ``apothic-container-*`` folder of the system's temporary folder,
+removed when it exits. It is not tied to the worker that started it: when that worker dies or
 restarts, the container carries on with its inputs, and the worker that takes over its
 ContainerWorkflow *adopts* it by pid. A container stops by itself once its ContainerWorkflow
 has ended or after its idle window, and :meth:`ProcessProvider.release` kills whatever still

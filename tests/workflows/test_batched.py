@@ -189,7 +189,7 @@ def test_a_container_lost_mid_batch_reruns_each_input_once(temporal: str, app_na
     @apothic.batched(max_batch_size=3, wait_ms=5000)
     def fragile(items: list[str]) -> list[str]:
         first = not log.exists()
-        record(log, pid=os.getpid(), items=items)
+        record(log, pid=os.getpid(), container=os.getppid(), items=items)  # container: its supervisor
         if first:
             time.sleep(60)  # killed here
         return [f"{i} in {os.getpid()}" for i in items]
@@ -199,7 +199,7 @@ def test_a_container_lost_mid_batch_reruns_each_input_once(temporal: str, app_na
     wait_until(lambda: len(calls(log)) == 1, timeout=90, what="the batch to start")
     victim = calls(log)[0]
     assert sorted(victim["items"]) == ["a", "b", "c"]
-    os.kill(victim["pid"], signal.SIGKILL)
+    os.kill(victim["container"], signal.SIGKILL)  # the container: its runtime dies with it
     results = [j.wait(timeout_s=120) for j in jobs]
     assert [r.split(" in ")[0] for r in results] == ["a", "b", "c"]
     assert all(int(r.split(" in ")[1]) != victim["pid"] for r in results)

@@ -93,7 +93,7 @@ def test_a_lost_container_is_retried_without_using_the_users_retries(
     def fragile() -> str:
         if not marker.exists():
             marker.write_text(str(os.getpid()))
-            os.kill(os.getpid(), signal.SIGKILL)  # the container dies mid-input
+            os.kill(os.getppid(), signal.SIGKILL)  # the container (its supervisor, the runtime with it) dies mid-input
         return f"survived in {os.getpid()}"
 
     app.deploy()
@@ -128,7 +128,7 @@ def test_a_checkpoint_comes_back_after_the_container_is_killed(temporal: str, ap
     def count_to(n: int) -> dict:
         state = apothic.last_checkpoint() or {"next": 0, "started_at": []}
         state["started_at"].append(state["next"])
-        pid_file.write_text(str(os.getpid()))
+        pid_file.write_text(str(os.getppid()))  # the container: its supervisor
         for i in range(state["next"], n):
             time.sleep(0.4)
             state["next"] = i + 1
