@@ -8,11 +8,14 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.converter import value_to_type
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from apothic._contracts import (
     CONTAINER_EVENT_SIGNAL,
     EXECUTE_BATCH_ACTIVITY,
+    MAP_REPORT_SIGNAL,
     MAP_WORKFLOW,
     NOT_RUN,
     ExecuteBatchInput,
@@ -20,6 +23,7 @@ from apothic._contracts import (
     Demand,
     Deployment,
     JobEventIn,
+    MapBatchReport,
     MapFeed,
     MapFeedResult,
     MapInput,
@@ -58,6 +62,13 @@ MAX_HISTORY_BYTES = 2_000_000
 # Marks maps that size their batches in flight by the fleet's slots and max_pending_tasks, and
 # tell the fleet when the batches they can use change (older maps asked for a fixed weight).
 MAP_DEMAND_PATCH = "apothic-map-demand"
+# Marks maps that keep what a lost batch finished (the results its last heartbeat carried, or
+# that its container reported later) and rerun only the rest (older maps reran the whole batch).
+MAP_SALVAGE_PATCH = "apothic-map-salvage"
+# How long a map waits, after a batch timed out, for its container's report before it reruns the
+# inputs the batch's heartbeats did not name: a server back from an outage times the batch out at
+# once, and the container, still alive, reports within a second or two.
+LATE_REPORT = timedelta(seconds=3)
 
 
 def batch_slots(dep: Deployment) -> int:
@@ -75,13 +86,29 @@ def map_batches(dep: Deployment, max_in_flight: int) -> int:
     return max(1, min(max_in_flight, slots + min(slots, dep.spec.max_pending_tasks)))
 
 
+def _heartbeat_results(e: ActivityError) -> list[MapResultItem]:
+    """The results a lost execute_batch's last heartbeat carried (none from older containers)."""
+    cause = e.cause
+    details = cause.last_heartbeat_details if isinstance(cause, TemporalTimeoutError) else ()
+    carried = details[0].get("results") if details and isinstance(details[0], dict) else None
+    if not isinstance(carried, list):
+        return []
+    out = []
+    for raw in carried:
+        try:
+            out.append(value_to_type(MapResultItem, raw))
+        except Exception:  # noqa: BLE001, S112 - not a result: that input runs again
+            continue
+    return out
+
+
 def _size(item: MapItem | MapResultItem) -> int:
     """Bytes the item takes as JSON (base64 data plus the envelope's fields)."""
     envelope = 250
     if isinstance(item, MapItem):
         return len(item.args.data) + len(item.args.qualname) + envelope
     value = len(item.value.data) + len(item.value.qualname) if item.value else 0
-    return value + len(item.error_message) + len(str(item.error_detail)) + envelope
+    return value + len(item.error_message) + len(str(item.error_detail)) + len(item.logs) + envelope
 
 
 @workflow.defn(name=MAP_WORKFLOW)
@@ -117,6 +144,12 @@ class MapWorkflow:
         self.retries: dict[str, list[int]] = {k: list(v) for k, v in st.retries.items()}
         self.waiting: dict[int, asyncio.Task[None]] = {}  # inputs sleeping before a user retry
         self.batch_seq = 0
+        # The inputs of each batch in flight, and for each of those inputs the result a container
+        # reported (batch_report) in case its batch is lost; batches whose container is done.
+        self.batch_of: dict[int, list[int]] = {}
+        self.running_index: dict[int, int] = {}
+        self.reports: dict[int, MapResultItem] = {}
+        self.reported: set[int] = set()
         spec = inp.deployment.spec if inp.deployment else None
         # A batched function's container takes max_batch_size inputs (concurrent_requests), but a
         # map's execute_batch carries many: two per container, as for one input at a time.
@@ -165,6 +198,18 @@ class MapWorkflow:
         """From ``run_container``: a container start step. Maps keep no event log: the newest
         step is kept for the Temporal UI's details only."""
         self.last_container_step = f"{e.event} {e.container_id}: {e.data.get('status') or e.data.get('step') or ''}"
+
+    @workflow.signal(name=MAP_REPORT_SIGNAL)
+    def batch_report(self, report: MapBatchReport) -> None:
+        """From a container: what one of its batches finished, sent when the server may not have
+        taken the batch's own result (it was down meanwhile). Kept for inputs still in a batch in
+        flight, and used only if that batch is lost (``_salvage``)."""
+        for result in report.results:
+            if result.index in self.running_index:
+                self.reports[result.index] = result
+        seq = self.running_index.get(report.items[0]) if report.items else None
+        if seq is not None and self.batch_of.get(seq) == report.items:
+            self.reported.add(seq)
 
     @workflow.query
     def results(self, req: MapResultsRequest) -> MapResults:
@@ -288,11 +333,14 @@ class MapWorkflow:
     async def _run_batch(self, dep: Deployment, seq: int, batch: list[MapItem]) -> None:
         spec = dep.spec
         first, last = batch[0].index, batch[-1].index
+        self.batch_of[seq] = [i.index for i in batch]
+        for item in batch:
+            self.running_index[item.index] = seq
         execute = workflow.start_activity(
             EXECUTE_BATCH_ACTIVITY,
             ExecuteBatchInput(
                 job_id=self.inp.map_id, function=dep.function, version=dep.version, items=batch,
-                timeout_s=spec.timeout_s,
+                timeout_s=spec.timeout_s, output=self.inp.output,
             ),
             task_queue=dep.task_queue,
             result_type=ExecuteBatchOutput,
@@ -315,6 +363,8 @@ class MapWorkflow:
         except ActivityError as e:
             failure = classify(e, dep)
             if failure.kind == "infrastructure":
+                if workflow.patched(MAP_SALVAGE_PATCH):
+                    batch = await self._salvage(dep, seq, batch, e)
                 for item in batch:
                     counts = self.retries.setdefault(str(item.index), [0, 0])
                     if counts[1] < MAX_INFRA_RETRIES:
@@ -332,8 +382,40 @@ class MapWorkflow:
             await cancel_and_wait(execute)
             raise
         finally:
+            for index in self.batch_of.pop(seq, []):
+                self.running_index.pop(index, None)
+                self.reports.pop(index, None)
+            self.reported.discard(seq)
             self.in_flight.pop(seq, None)
             self.changed = True
+
+    async def _salvage(self, dep: Deployment, seq: int, batch: list[MapItem], e: ActivityError) -> list[MapItem]:
+        """Settle what a lost batch finished: the results its last heartbeat carried, and those
+        its container reported (waiting LATE_REPORT for them after a timeout). Returns the
+        inputs left to run again."""
+        wanted = [item.index for item in batch]
+        got = {r.index: r for r in _heartbeat_results(e) if r.index in wanted}
+
+        def accounted() -> bool:
+            return seq in self.reported or all(i in got or i in self.reports for i in wanted)
+
+        if isinstance(e.cause, TemporalTimeoutError) and not accounted():
+            try:
+                await workflow.wait_condition(
+                    accounted, timeout=LATE_REPORT, timeout_summary=f"late report of inputs {wanted[0]}..{wanted[-1]}"
+                )
+            except TimeoutError:  # no report: the container is gone
+                pass
+        for index in wanted:
+            if index not in got and index in self.reports:
+                got[index] = self.reports[index]
+        rest = []
+        for item in batch:
+            if item.index in got and got[item.index].error_type != NOT_RUN:
+                self._settle(dep, got[item.index], item)
+            else:
+                rest.append(item)
+        return rest
 
     def _settle(self, dep: Deployment, result: MapResultItem, item: MapItem) -> None:
         if result.ok:
@@ -380,6 +462,7 @@ class MapWorkflow:
             function=self.inp.function,
             deployment=self.inp.deployment,
             max_in_flight=self.inp.max_in_flight,
+            output=self.inp.output,
             state=MapState(
                 pending=list(self.pending),
                 fed=self.fed,

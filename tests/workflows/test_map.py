@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -113,7 +117,11 @@ async def test_async_map_and_progress(temporal: str, app_name: str) -> None:
         return x
 
     await app.aio.deploy()
-    task = asyncio.ensure_future(slow.aio.map(range(60)))
+
+    async def results() -> list[int]:  # `fn.map.aio` (and `fn.aio.map`) yields the results in input order
+        return [r async for r in slow.map.aio(range(60))]
+
+    task = asyncio.ensure_future(results())
     client = await Client.connect(temporal)
     progress: MapProgress | None = None
     for _ in range(200):
@@ -185,3 +193,60 @@ def test_a_batch_of_failures_that_printed_a_lot_still_comes_back(app_name: str) 
     out = noisy.map(range(32), return_exceptions=True, timeout_s=600)
     assert len(out) == 32
     assert all(isinstance(e, ValueError) and str(e) == f"input {i} failed" for i, e in enumerate(out)), out[:2]
+
+
+def _kill_container(container_id: str) -> int:
+    """SIGKILL every process of one function container (its supervisor first): the container is
+    lost as when its host dies. Returns how many processes there were."""
+    marker = f"APOTHIC_CONTAINER_ID={container_id}".encode()
+    procs = []
+    for entry in Path("/proc").iterdir():
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:  # gone meanwhile, or not ours to read
+            env = []
+        if marker in env:
+            procs.append((any(e.startswith(b"APOTHIC_TASK_INDEX=") for e in env), int(entry.name)))
+    for _, pid in sorted(procs):  # the supervisor (no task index) before its runtimes
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(procs)
+
+
+def test_a_container_lost_mid_map_reruns_only_what_its_heartbeats_had_not_told(app_name: str, tmp_path: Path) -> None:
+    """Each heartbeat of a batch carries the results finished so far: a batch lost with its
+    container reruns the input it was running and those finished since its last heartbeat
+    reached the server (one a second), not the whole batch."""
+    ran = tmp_path / "ran"
+    app = App(app_name)
+
+    @app.function(max_containers=2, timeout_s=60)
+    def step(n: int) -> int:
+        with open(ran, "a") as f:
+            f.write(f"{n} {os.environ['APOTHIC_CONTAINER_ID']}\n")
+        time.sleep(0.4)
+        return n
+
+    def lines() -> list[tuple[int, str]]:
+        return [(int(n), c) for n, c in (line.split() for line in ran.read_text().splitlines())] if ran.exists() else []
+
+    app.deploy()
+    out: list[list[int]] = []
+    mapping = threading.Thread(target=lambda: out.append(step.map(range(120), timeout_s=600)), daemon=True)
+    mapping.start()
+    wait_until(lambda: len({c for _, c in lines()}) == 2 and len(lines()) >= 24, timeout=120,
+               what="both containers to run inputs of the map")
+    victim = lines()[-1][1]
+    assert _kill_container(victim) >= 1
+    mapping.join(300)
+    assert out == [list(range(120))]
+    first: dict[int, str] = {}
+    for n, c in lines():
+        first.setdefault(n, c)
+    again = sorted(n for n, k in collections.Counter(n for n, _ in lines()).items() if k > 1)
+    print(f"\ncontainer lost mid-map: {len(lines())} runs of 120 inputs, {len(again)} ran twice {again}")
+    assert all(first[n] == victim for n in again)
+    # The input it was running and at most the three finished within its last second (0.4 s each).
+    assert len(again) <= 4, again

@@ -5,12 +5,15 @@ Each test has its own dev server and control worker, so it can kill them freely.
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +50,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    monkeypatch.setenv("APOTHIC_HOME", str(tmp_path))  # this process is of the cluster too (one payload key)
     c = Cluster(tmp_path)
     try:
         yield c
@@ -57,6 +61,34 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def runs(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
+
+
+def ran_twice(path: Path) -> list[int]:
+    """The inputs that ran more than once (each run of an input appends it to ``path``)."""
+    return sorted(int(n) for n, k in collections.Counter(runs(path)).items() if k > 1)
+
+
+def in_background(call: Callable[[], Any]) -> Callable[[float], Any]:
+    """Start ``call`` on a thread; the returned function waits for its value (or raises its error)."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = call()
+        except BaseException as e:  # noqa: BLE001 - handed to the waiter
+            out["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def wait(timeout: float) -> Any:
+        thread.join(timeout)
+        assert not thread.is_alive(), f"no result within {timeout:g} s"
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+
+    return wait
 
 
 def test_jobs_complete_after_the_control_worker_is_killed(cluster: Cluster, app_name: str, tmp_path: Path) -> None:
@@ -88,9 +120,9 @@ def test_a_killed_container_mid_input_reruns_on_a_fresh_one(cluster: Cluster, ap
 
     @app.function(timeout_s=120)  # retries=0: infrastructure failures do not count
     def slow_pid() -> int:
-        pid_file.write_text(str(os.getpid()))
+        pid_file.write_text(str(os.getppid()))  # the container: its supervisor, which its runtime dies with
         time.sleep(4)
-        return os.getpid()
+        return os.getppid()
 
     app.deploy()
     job = slow_pid.spawn()
@@ -99,7 +131,7 @@ def test_a_killed_container_mid_input_reruns_on_a_fresh_one(cluster: Cluster, ap
     os.kill(first, signal.SIGKILL)
     second = job.wait(timeout_s=120)
     assert second != first
-    assert first not in container_pids(app_name)
+    assert first not in container_pids(app_name, supervisors=True)
 
 
 def test_jobs_and_deployments_survive_a_server_restart(cluster: Cluster, app_name: str) -> None:
@@ -151,8 +183,9 @@ def test_a_long_heartbeating_job_carries_on_across_a_worker_restart(
 
 
 def test_a_rented_machine_is_adopted_not_rented_again_after_the_worker_is_killed(
-    tmp_path: Path, app_name: str, vast_sim
+    tmp_path: Path, app_name: str, vast_sim, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("APOTHIC_HOME", str(tmp_path))  # this process is of the cluster too (one payload key)
     c = Cluster.__new__(Cluster)
     c.tmp, c.port = tmp_path, free_port()
     c.address, c.db = f"127.0.0.1:{c.port}", tmp_path / "temporal.db"
@@ -187,3 +220,57 @@ def test_a_rented_machine_is_adopted_not_rented_again_after_the_worker_is_killed
                    timeout=120, what="the adopted instance to be destroyed after its idle window")
     finally:
         c.close()
+
+
+def test_a_map_reruns_no_input_after_the_control_worker_is_killed(
+    cluster: Cluster, app_name: str, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    app = App(app_name, client=cluster.client)
+
+    @app.function(max_containers=2, timeout_s=60)
+    def step(n: int) -> int:
+        with open(ran, "a") as f:
+            f.write(f"{n}\n")
+        time.sleep(0.2)
+        return n * 10
+
+    app.deploy()
+    result = in_background(lambda: step.map(range(120), timeout_s=600))
+    wait_until(lambda: len(runs(ran)) >= 16, timeout=120, what="the map's first inputs")
+    stop(cluster.worker, sig_kill=True)
+    time.sleep(2)
+    cluster.worker = cluster.start_worker()
+    assert result(300) == [n * 10 for n in range(120)]
+    again = ran_twice(ran)
+    print(f"\ncontrol worker killed mid-map: {len(runs(ran))} runs of 120 inputs, {len(again)} ran twice {again}")
+    assert again == []  # the containers and the server kept every batch: nothing was lost
+
+
+def test_a_map_reruns_at_most_its_inputs_in_flight_after_a_server_outage(
+    cluster: Cluster, app_name: str, tmp_path: Path
+) -> None:
+    """The server is killed mid-map and started again on its database 5 s later: longer than the
+    batches' heartbeat timeout, so it times out both running batches as soon as it is back. Their
+    containers report what they finished meanwhile; only the input each was running runs again."""
+    ran = tmp_path / "ran"
+    app = App(app_name, client=cluster.client)
+
+    @app.function(max_containers=2, timeout_s=60)
+    def step(n: int) -> int:
+        with open(ran, "a") as f:
+            f.write(f"{n}\n")
+        time.sleep(0.4)
+        return n * 10
+
+    app.deploy()
+    # 120 inputs in four batches of 30 (12 s each), two running at a time (one per container).
+    result = in_background(lambda: step.map(range(120), timeout_s=600))
+    wait_until(lambda: len(runs(ran)) >= 16, timeout=120, what="the map's first inputs")
+    stop(cluster.server, sig_kill=True)
+    time.sleep(5)
+    cluster.server = start_dev_server(cluster.db, cluster.port)
+    assert result(300) == [n * 10 for n in range(120)]
+    again = ran_twice(ran)
+    print(f"\nserver down 5 s mid-map: {len(runs(ran))} runs of 120 inputs, {len(again)} ran twice {again}")
+    assert len(again) <= 2, again  # at most the input each running batch had in flight
