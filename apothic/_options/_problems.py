@@ -16,7 +16,7 @@ from ..exceptions import InvalidError
 
 _FIXES = {
     "schedule": "give apothic.Cron('0 * * * *') or apothic.Period(minutes=5)",
-    "liv": "remove liv=... (generated implementations are not built yet)",
+    "liv": "give liv=apothic.LivConfig(self_debug=True, examples=[((arg,), {})]) or a dict of its settings",
     "gpu": "give a GPU model name like 'RTX_4090' or a list of names",
     "gpu_count": "give how many GPUs one machine must have, e.g. gpu_count=1, or leave it None",
     "min_vram_gb": "give the GPU memory in whole GB, e.g. min_vram_gb=24, or leave it None",

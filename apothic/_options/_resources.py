@@ -5,7 +5,8 @@ number is expected, no float where an int is), every problem at once as ``Invali
 Those whose behaviour is not built yet are accepted as values (so code written against the
 API reference imports and type-checks) but the decorator refuses them with
 ``NotSupportedError`` instead of ignoring them. Secrets and storage live in ``_storage``,
-``@concurrent``/``@batched`` in ``_concurrency``; both are re-exported here.
+``@concurrent``/``@batched`` in ``_concurrency``, ``LivConfig``/``@liv`` in ``apothic/_liv``; all are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .._liv._config import LivConfig, liv  # generated functions: apothic/_liv
 from ._concurrency import batched, concurrent
 from ._problems import format_problem, format_validation_error, raise_problems, show
 from ._storage import CloudBucketMount, Secret, StorageMount, Volume
@@ -25,10 +27,6 @@ __all__ = [
     "CloudBucketMount", "Cron", "LivConfig", "Period", "Retries", "Secret", "StorageMount", "Volume",
     "batched", "concurrent", "liv",
 ]
-
-
-class _Value(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class _Strict(BaseModel):
@@ -215,26 +213,3 @@ class Period(_Strict):
 
     def total_seconds(self) -> float:
         return self.days * 86400 + self.hours * 3600 + self.minutes * 60 + self.seconds
-
-
-class LivConfig(_Value):
-    """Settings for generating a function's implementation before deploy."""
-
-    self_debug: bool = False
-    cache: str = "account"
-    examples: tuple[Any, ...] = ()
-    model: str | None = None
-
-
-def liv(**settings: Any) -> Callable[[Any], Any]:
-    """Generate a function's implementation from its stub before deploy."""
-
-    def mark(fn: Any) -> Any:
-        from ..exceptions import NotSupportedError
-
-        raise NotSupportedError(
-            "@apothic.liv(...) is not supported yet: generated implementations are not built. "
-            "Fix: write the function body yourself and remove @apothic.liv."
-        )
-
-    return mark

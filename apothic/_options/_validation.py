@@ -109,7 +109,7 @@ class FunctionOptions(BaseModel):
 # What the options whose annotation says little take, in words.
 _ALLOWED = {
     "schedule": "apothic.Cron(...), apothic.Period(...) or None",
-    "liv": "None (generated implementations are not built yet)",
+    "liv": "an apothic.LivConfig(...), a dict or a tuple of its settings, or None",
     "gpu": "a GPU model name such as 'RTX_4090', or a non-empty list of them, or None",
     "geolocation": "a two-letter country code such as 'US', or a list of them, or None",
     "offer_filters": "a dict of Vast offer field name -> {operator: value}, or None",
@@ -121,9 +121,7 @@ _ALLOWED = {
 }
 
 # Options whose behaviour is not built yet: refused when set (what, what would happen).
-_NOT_YET = {
-    "liv": ("generated implementations (liv)", "the stub would run as written"),
-}
+_NOT_YET: dict[str, tuple[str, str]] = {}
 _DEFAULTS_NOT_YET: dict[str, tuple[Any, str]] = {}
 
 
@@ -240,6 +238,19 @@ def _schedule_problems(schedule: Any, fn: Any) -> list[str]:
     ]
 
 
+def _liv_problems(opts: FunctionOptions, fn: Any, refused: set[str]) -> tuple[FunctionOptions, list[str]]:
+    """``liv=`` as a LivConfig (apothic/_liv), and what stops the stub being generated."""
+    if opts.liv is None or "liv" in refused:
+        return opts, []
+    from .._liv._config import as_config, stub_problems
+
+    try:
+        cfg = as_config(opts.liv)
+    except InvalidError as e:
+        return opts, [line for line in str(e).splitlines()[1:]]
+    return opts.model_copy(update={"liv": cfg}), stub_problems(cfg, fn) if fn is not None else []
+
+
 def _is_set(value: Any) -> bool:
     return value is not None and not (isinstance(value, (list, tuple, dict)) and not value)
 
@@ -264,6 +275,8 @@ def validate_options(fn_name: str, raw: dict[str, Any], fn: Any = None) -> Funct
     problems += workdir_problems(opts.image, opts.volumes)
     mark_invalid, unsupported = mark_problems(fn, raw) if fn is not None else ([], [])
     problems += mark_invalid
+    opts, liv_invalid = _liv_problems(opts, fn, set(refused))
+    problems += liv_invalid
     for name, (what, consequence) in _NOT_YET.items():
         if _is_set(getattr(opts, name)):
             unsupported.insert(0, format_problem(

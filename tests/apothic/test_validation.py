@@ -47,28 +47,29 @@ def test_positional_and_unknown_options() -> None:
         app.function(timeout=5)  # type: ignore[call-overload]
 
 
-def test_not_built_options_are_refused_not_ignored() -> None:
+def test_liv_is_checked_at_decoration_not_refused() -> None:
     app = make_app()
-    with pytest.raises(NotSupportedError) as info:
+    with pytest.raises(InvalidError) as info:
 
         @app.function(liv=apothic.LivConfig())
         def f() -> None: ...
 
+    assert not isinstance(info.value, NotSupportedError)
     text = str(info.value)
-    assert "liv" in text
-    assert text.count("not supported yet") == 1
+    assert "f.__doc__ = None" in text and "the stub has no docstring" in text and "Fix: " in text
 
 
-def test_invalid_beats_not_supported_and_both_are_listed() -> None:
+def test_every_invalid_option_is_listed_at_once() -> None:
     app = make_app()
     with pytest.raises(InvalidError) as info:
 
-        @app.function(cpu=-1, gpu="A100", offer_filters={"bogus": {"eq": 1}}, liv=apothic.LivConfig())
-        def f() -> None: ...
+        @app.function(cpu=-1, gpu="A100", offer_filters={"bogus": {"eq": 1}}, liv={"cache": "nowhere"})
+        def f() -> None:
+            """Return nothing."""
 
     assert not isinstance(info.value, NotSupportedError)
     text = str(info.value)
-    assert "cpu = -1" in text and "offer_filters.bogus" in text and "liv = LivConfig(" in text
+    assert "cpu = -1" in text and "offer_filters.bogus" in text and "cache = 'nowhere'" in text
 
 
 def test_retries_and_max_retries_combine_as_documented() -> None:
