@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import dataclasses
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 from apothic._contracts import (
+    CONTAINER_PLACED_SIGNAL,
     CONTAINER_WORKFLOW,
     EXIT_OK,
     EXIT_REPLACE,
+    PLACEMENT_MEMO_KEY,
     RELEASE_CONTAINER_ACTIVITY,
     RUN_CONTAINER_ACTIVITY,
     ContainerInput,
     ContainerStopped,
+    Placement,
     ReleaseInput,
     RunContainerInput,
     RunContainerOutput,
@@ -25,6 +30,8 @@ from apothic._contracts import (
 # How long the provider activity may go without a heartbeat before its control worker is
 # considered lost (another worker then adopts the container).
 RUN_HEARTBEAT = timedelta(seconds=10)
+# Marks container workflows that keep their placement in the memo apothic.placement.
+PLACED_PATCH = "apothic-container-placed"
 
 
 @workflow.defn(name=CONTAINER_WORKFLOW)
@@ -42,10 +49,24 @@ class ContainerWorkflow:
         self.inp = inp
         self.drain_requested = False
         self.state = "starting"
+        self.placement: Placement | None = None
+        self.placed_at: datetime | None = None
 
     @workflow.signal
     def drain(self) -> None:
         self.drain_requested = True
+
+    @workflow.signal(name=CONTAINER_PLACED_SIGNAL)
+    def placed(self, placement: Placement) -> None:
+        """From ``run_container``: where the container was started. Kept in the memo
+        ``apothic.placement`` (its runtime reads it there) and returned with the result."""
+        if self.placement == placement:
+            return
+        self.placement = placement
+        self.placed_at = self.placed_at or workflow.now()
+        if workflow.patched(PLACED_PATCH):  # a new command: not where an older worker handled the signal
+            workflow.upsert_memo({PLACEMENT_MEMO_KEY: placement})
+        workflow.set_current_details(placement_text(placement))
 
     @workflow.query
     def status(self) -> str:
@@ -56,6 +77,7 @@ class ContainerWorkflow:
         dep = inp.deployment
         ok, reason, exit_code = True, "drained", 0
         provider = dep.spec.provider  # "" until the run says where it was placed
+        where: dict[str, Any] = {}
         run = workflow.start_activity(
             RUN_CONTAINER_ACTIVITY,
             RunContainerInput(
@@ -84,14 +106,14 @@ class ContainerWorkflow:
             try:
                 out = await run
                 exit_code, reason = out.exit_code, out.reason or "exited"
-                provider = out.provider or provider
+                provider, where = out.provider or provider, out.where
                 ok = out.exit_code in (EXIT_OK, EXIT_REPLACE)
             except ActivityError as e:
                 if self.drain_requested and isinstance(e.cause, CancelledError):
                     ok, reason = True, "drained"
                 else:
                     cause = e.cause
-                    ok = False
+                    ok, exit_code = False, _exit_code(cause)
                     reason = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
         except (asyncio.CancelledError, CancelledError):
             # Cancelled from outside (UI, CLI): stop the container, then release as below.
@@ -103,6 +125,9 @@ class ContainerWorkflow:
                     await run
                 except (ActivityError, asyncio.CancelledError, CancelledError):
                     pass
+        ended_at = workflow.now()
+        if self.placement is not None:
+            provider = self.placement.provider  # release on the provider it ran on
         self.state = "releasing"
         release_error = ""
         try:
@@ -129,4 +154,45 @@ class ContainerWorkflow:
             raise ApplicationError(f"container {inp.container_id} was not released: {release_error}")
         if cancelled:
             raise CancelledError("container workflow cancelled")
-        return RunContainerOutput(container_id=inp.container_id, exit_code=exit_code, reason=reason)
+        return self._output(exit_code, reason, provider, where, ended_at)
+
+    def _output(self, exit_code: int, reason: str, provider: str, where: dict[str, Any], ended_at: datetime) -> RunContainerOutput:
+        """The result: how the container ended and, truthfully, where it ran and for how long."""
+        placement = self.placement
+        rented_s = max(0.0, (ended_at - self.placed_at).total_seconds()) if self.placed_at else 0.0
+        if placement is not None:
+            provider = placement.provider
+            facts = {k: v for k, v in dataclasses.asdict(placement).items() if v not in ("", 0, 0.0)}
+            where = {**facts, **where}
+        return RunContainerOutput(
+            container_id=self.inp.container_id, exit_code=exit_code, reason=reason, provider=provider, where=where,
+            placement=placement, rented_s=round(rented_s, 3),
+            cost_usd=round(rented_s * placement.dph / 3600, 6) if placement is not None else 0.0,
+        )
+
+
+def _exit_code(cause: BaseException | None) -> int:
+    """The code a failed container exited with (``ContainerExited`` details), -1 if unknown."""
+    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
+        code = cause.details[0].get("exit_code")
+        if isinstance(code, int):
+            return code
+    return -1
+
+
+def placement_text(p: Placement) -> str:
+    """The placement as the Temporal UI shows it in the workflow's current details (Markdown)."""
+    parts = [f"**{p.provider}**" + (f" on {p.host}" if p.host else "")]
+    if p.instance:
+        parts.append({"process": "pid", "docker": "docker container", "vast": "instance"}.get(p.provider, "instance")
+                     + f" {p.instance}")
+    if p.offer_id:
+        parts.append(f"offer {p.offer_id}")
+    if p.image:
+        parts.append(f"image `{p.image}`")
+    if p.gpu_name:
+        parts.append(f"{p.num_gpus} x {p.gpu_name}")
+    if p.geolocation:
+        parts.append(p.geolocation)
+    parts.append(f"${p.dph:.4f}/h")
+    return f"container `{p.container_id}`: " + ", ".join(parts)

@@ -98,6 +98,8 @@ class JobEvents:
             if ev.event == "started":
                 started = True
                 batched = {k: ev.data[k] for k in ("batch", "batch_size") if k in ev.data}  # @batched inputs
+                if isinstance(ev.data.get("where"), dict):  # the container's placement (workflows/_where.py)
+                    batched["where"] = ev.data["where"]
                 self.emit("started", {"attempt": attempt, "container_id": batch.container_id, **batched}, ev.at)
             elif ev.event == "log":
                 self._add_log(ev.data, attempt, ev.at)

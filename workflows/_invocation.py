@@ -30,6 +30,7 @@ from apothic._contracts import (
 
 from ._attempts import ATTEMPT_LOGS_PATCH, Failure, InputRunner, resolve
 from ._events import JobEvents
+from ._where import JobWhere
 
 # A job not finished this soon asks its fleet for capacity (a warm call never does).
 DEMAND_AFTER = timedelta(milliseconds=250)
@@ -67,6 +68,8 @@ class InvocationWorkflow:
         self.container_id = ""
         # Built here: WorkflowStream registers its handlers and must be made in __init__.
         self.events = JobEvents(WorkflowStream())
+        self.where = JobWhere()  # where each attempt ran (from its started event)
+        self.retry_text = ""
 
     @workflow.run
     async def run(self, inp: InvocationInput) -> InvocationResult:
@@ -100,6 +103,7 @@ class InvocationWorkflow:
             raise
         except (asyncio.CancelledError, CancelledError):
             self.status = "cancelled"
+            self._attempt_ended(self.runner.attempt)
             self.events.emit("cancelled", {"attempt": self.runner.attempt})
             await self._release_demand()
             await self.events.close()
@@ -107,7 +111,7 @@ class InvocationWorkflow:
         self.status = "completed"
         self.container_id = out.container_id
         if out.events is not None:
-            self.events.add_runtime_batch(out.events, self.runner.attempt)
+            self._runtime_batch(out.events)
         self.events.emit(
             "completed",
             {"attempt": self.runner.attempt, "container_id": out.container_id, "outputs": self.events.outputs},
@@ -136,7 +140,9 @@ class InvocationWorkflow:
                 except asyncio.TimeoutError:
                     await self._demand(dep)
         await workflow.wait_condition(lambda: execute.done() or bool(self.capacity_error))
-        if not execute.done():
+        if execute.done():
+            self._attempt_ended(self.runner.attempt if self.runner else 0)
+        else:
             raise Failure(
                 "final",
                 self.capacity_error,
@@ -149,10 +155,27 @@ class InvocationWorkflow:
             "retry",
             {"attempt": record.attempt, "kind": record.kind, "reason": record.reason, "retry_in_s": record.retry_in_s},
         )
-        workflow.set_current_details(
+        self.retry_text = (
             f"attempt {record.attempt} failed ({record.kind}): {record.reason[:500]}\n\n"
             f"retrying in {record.retry_in_s:g} s"
         )
+        self._show()
+
+    def _show(self) -> None:
+        """The job's current details in the Temporal UI: where its attempts ran, the last retry."""
+        workflow.set_current_details("\n\n".join(t for t in (self.where.text(), self.retry_text) if t))
+
+    def _attempt_ended(self, attempt: int) -> None:
+        self.where.ended_attempt(attempt)
+        self._show()
+
+    def _runtime_batch(self, batch: JobEventsIn) -> bool:
+        """Events of the running attempt from its container (signal, or the result of a quick
+        call); True if it reported ``started``."""
+        attempt = self.runner.attempt if self.runner else 0
+        if self.where.started(batch, attempt):
+            self._show()
+        return self.events.add_runtime_batch(batch, attempt)
 
     async def _release_demand(self) -> None:
         """Tell the fleet this job no longer needs capacity (only if it asked for some).
@@ -186,8 +209,7 @@ class InvocationWorkflow:
     @workflow.signal(name=RUNTIME_EVENTS_SIGNAL)
     def runtime_events(self, batch: JobEventsIn) -> None:
         """From the function container: the running attempt's started, log and output events."""
-        runner = self.runner
-        if self.events.add_runtime_batch(batch, runner.attempt if runner else 0):
+        if self._runtime_batch(batch):
             self.status = "running"
             self.container_id = batch.container_id
 
@@ -204,6 +226,7 @@ class InvocationWorkflow:
             container_id=self.container_id,
             error=self.error,
             attempts=list(runner.records) if runner else [],
+            **self.where.info(),
         )
 
     @workflow.query

@@ -52,7 +52,8 @@ def test_deploy_run_and_jobs(tmp_path: Path, app_name: str) -> None:
     listed = json.loads(apothic("jobs", "list", "--app", app_name, "--json").stdout)
     assert len(listed) == 1 and listed[0]["function"] == f"{app_name}.cube" and listed[0]["status"] == "completed"
     job_id = listed[0]["job_id"]
-    assert apothic("jobs", "status", job_id).stdout.strip() == "completed"
+    status = apothic("jobs", "status", job_id).stdout.splitlines()
+    assert status[0] == "completed" and "provider  process" in status  # then where it ran
     assert "cubing 3" in apothic("jobs", "logs", job_id).stdout
 
     detached = apothic("run", "--detach", f"{script}::wait_forever").stdout.strip()
