@@ -19,8 +19,10 @@ _EXPORTS: dict[str, str] = {
     "AppDeployment": "._app",
     "CallTimeoutError": ".exceptions",
     "CloudBucketMount": "._options._resources",
+    "Cls": "._cls._handles",
     "ControlPlaneClient": "._control._connection",
     "Cron": "._options._resources",
+    "Dict": "._coord._dict",
     "Function": "._invoke._function",
     "FunctionTimeoutError": ".exceptions",
     "Image": "._image",
@@ -29,12 +31,15 @@ _EXPORTS: dict[str, str] = {
     "JobCancelledError": ".exceptions",
     "JobEvent": "._invoke._watch",
     "JobStatus": "._invoke._job",
+    "LocalEntrypoint": "._invoke._entrypoint",
     "LivConfig": "._options._resources",
+    "LivError": ".exceptions",
     "NotFoundError": ".exceptions",
     "NotSupportedError": ".exceptions",
     "PendingLimitError": ".exceptions",
     "Period": "._options._resources",
     "PlacementError": ".exceptions",
+    "Queue": "._coord._queue",
     "RemoteError": ".exceptions",
     "RemoteFunction": "._invoke._function",
     "Retries": "._options._resources",
@@ -45,8 +50,15 @@ _EXPORTS: dict[str, str] = {
     "batched": "._options._resources",
     "checkpoint": "._data._checkpoint",
     "concurrent": "._options._resources",
+    "current_job_id": "._invoke._context",
+    "enable_output": "._invoke._output",
+    "enter": "._cls._marks",
+    "exit": "._cls._marks",
+    "is_local": "._invoke._context",
     "last_checkpoint": "._data._checkpoint",
     "liv": "._options._resources",
+    "method": "._cls._marks",
+    "parameter": "._cls._marks",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -68,9 +80,16 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     # For type checkers and editors only: at run time the names load lazily (above).
     from ._app import App, AppDeployment  # noqa: F401
+    from ._cls._handles import Cls  # noqa: F401
+    from ._cls._marks import enter, exit, method, parameter  # noqa: F401
+    from ._coord._dict import Dict  # noqa: F401
+    from ._coord._queue import Queue  # noqa: F401
     from ._control._connection import ControlPlaneClient  # noqa: F401
     from ._data._checkpoint import checkpoint, last_checkpoint  # noqa: F401
     from ._image import Image  # noqa: F401
+    from ._invoke._context import current_job_id, is_local  # noqa: F401
+    from ._invoke._entrypoint import LocalEntrypoint  # noqa: F401
+    from ._invoke._output import enable_output  # noqa: F401
     from ._invoke._function import Function, RemoteFunction  # noqa: F401
     from ._invoke._job import Job, JobStatus  # noqa: F401
     from ._invoke._watch import JobEvent  # noqa: F401
@@ -94,6 +113,7 @@ if TYPE_CHECKING:
         FunctionTimeoutError,
         InvalidError,
         JobCancelledError,
+        LivError,
         NotFoundError,
         NotSupportedError,
         PendingLimitError,

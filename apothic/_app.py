@@ -12,14 +12,17 @@ import sys
 import sysconfig
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import cloudpickle
-from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import WithStartWorkflowOperation, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from ._contracts import (
+    APP_MEMO_KEY,
     APP_WORKFLOW,
+    AppMemo,
     AppState,
     DeployFunction,
     DeployRequest,
@@ -34,7 +37,9 @@ from ._control._loop import AioNamespace, synced
 from ._data._digest import canonical_module, code_digest
 from ._data._code import dump_code
 from ._data._serialization import MAX_INLINE_BYTES, CloudPickled
+from ._invoke._entrypoint import LocalEntrypoint
 from ._invoke._function import Function, check_name
+from ._liv._deploy import freeze_generated, frozen_code, frozen_record
 from ._options._resources import Cron, LivConfig, Period, Retries, Secret, StorageMount
 from ._options._concurrency import concurrency_spec
 from ._options._problems import show
@@ -42,6 +47,9 @@ from ._options._validation import FunctionOptions, placement_options, validate_o
 from ._schedule._schedules import schedule_config
 from ._volumes._deploy import check_deploy_volumes, mount_specs
 from .exceptions import ApothicError, InvalidError
+
+if TYPE_CHECKING:
+    from ._invoke._ephemeral import AppRun
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -124,20 +132,54 @@ def pickle_function(fn: Callable[..., Any]) -> tuple[CloudPickled, str]:
         return code, code_digest(fn, fallback=code.sha256)
 
 
+# The options an App gives every function that does not set its own.
+APP_DEFAULTS = ("image", "secrets", "volumes")
+
+
+def _app_defaults(name: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """``App(name, image=..., secrets=..., volumes=...)`` checked as the decorator checks them."""
+    from ._options._problems import raise_problems
+    from ._options._storage import storage_problems, workdir_problems
+    from ._options._validation import _check_model
+
+    given = {k: v for k, v in raw.items() if v is not None}
+    opts, refused = _check_model(given)
+    problems = list(refused.values())
+    if not refused:
+        problems += storage_problems(opts.secrets, opts.volumes) + workdir_problems(opts.image, opts.volumes)
+    raise_problems(f"App({name!r}, ...)", problems)
+    return given
+
+
 class App:
     """A named group of functions deployed together.
 
     Args:
         name: 1-63 letters, digits, ``_``, ``-`` or ``.``.
+        image, secrets, volumes: defaults for every function of the app that does not set its
+            own (a function's own value replaces the app's; nothing is merged).
         client: the control plane to deploy to (default: the settings in force).
     """
 
     aio = AioNamespace.descriptor()
 
-    def __init__(self, name: str, *, client: ControlPlaneClient | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        image: Any = None,
+        secrets: list[Secret] | None = None,
+        volumes: dict[str, StorageMount] | list[StorageMount] | None = None,
+        client: ControlPlaneClient | None = None,
+    ) -> None:
         self.name = check_name("app", name)
+        self._defaults = _app_defaults(self.name, {"image": image, "secrets": secrets, "volumes": volumes})
+        self.image = image
+        self.secrets = list(secrets) if secrets is not None else None
+        self.volumes = volumes
         self._cp = client or ControlPlaneClient()
         self._functions: dict[str, Function[Any, Any]] = {}
+        self._entrypoints: dict[str, LocalEntrypoint] = {}
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, functions={sorted(self._functions)})"
@@ -145,6 +187,59 @@ class App:
     @property
     def registered_functions(self) -> dict[str, Function[Any, Any]]:
         return dict(self._functions)
+
+    @property
+    def registered_entrypoints(self) -> dict[str, LocalEntrypoint]:
+        return dict(self._entrypoints)
+
+    def local_entrypoint(self, _fn: Any = None, /, *, name: str | None = None) -> Callable[[Callable[P, R]], Any]:
+        """Register a function that runs on this machine while the app is live.
+
+        ``apothic run app.py`` (or ``app.py::NAME``) deploys the app for the run, calls the
+        entrypoint with its parameters taken from command-line flags (``--n 5``), shows what
+        the app's functions print, and removes the app when the entrypoint returns. The
+        entrypoint may be ``async def``. The decorated function stays callable as it was.
+        """
+        if _fn is not None:
+            raise InvalidError(
+                f"@app.local_entrypoint was used without parentheses on {show(getattr(_fn, '__name__', _fn))}. "
+                "Fix: write `@app.local_entrypoint()`."
+            )
+        if name is not None:
+            check_name("entrypoint", name)
+
+        def decorate(fn: Callable[P, R]) -> Any:
+            if isinstance(fn, (Function, LocalEntrypoint)) or not callable(fn) or not hasattr(fn, "__name__"):
+                raise InvalidError(
+                    f"@app.local_entrypoint() decorates a plain function, got {show(fn)}. Fix: put it on a `def`."
+                )
+            entry_name = name or fn.__name__
+            if entry_name in self._entrypoints:
+                raise InvalidError(
+                    f"app {self.name!r} already has a local entrypoint named {entry_name!r}. "
+                    "Fix: rename one, or give it `name=`."
+                )
+            entry = LocalEntrypoint(self, fn, entry_name)
+            self._entrypoints[entry_name] = entry
+            return entry
+
+        return decorate
+
+    def run(self, *, detach: bool = False) -> "AppRun":
+        """Deploy the app for the duration of a ``with`` block (``async with`` works too).
+
+        Inside, the app's functions can be called and what they print shows on this terminal
+        (as after :func:`apothic.enable_output`). When the block ends, the run cancels the
+        app's running jobs and removes the app: its schedules, fleets and containers are gone.
+        With ``detach=True`` the app stays deployed instead, as after :meth:`deploy`. An app
+        already deployed with :meth:`deploy` (or ``apothic deploy``) gets the run's code as a
+        new version and stays deployed.
+        """
+        from ._invoke._ephemeral import AppRun
+
+        if not isinstance(detach, bool):
+            raise InvalidError(f"app.run(detach={detach!r}): allowed: True or False. Fix: pass a bool.")
+        return AppRun(self, detach=detach)
 
     @overload
     def function(self, _fn: Callable[P, R], /) -> Function[P, R]: ...
@@ -221,7 +316,8 @@ class App:
             if not callable(fn) or not hasattr(fn, "__name__"):
                 raise InvalidError(f"@app.function(...) decorates a function, got {show(fn)}. Fix: put it on a `def`.")
             name = check_name("function", fn.__name__)
-            opts = validate_options(name, options, fn)
+            given = {**{k: v for k, v in self._defaults.items() if k not in options}, **options}
+            opts = validate_options(name, given, fn)
             if name in self._functions:
                 raise InvalidError(f"app {self.name!r} already has a function named {name!r}. Fix: rename one.")
             handle: Function[P, R] = Function(self, fn, opts)
@@ -229,6 +325,18 @@ class App:
             return handle
 
         return decorate
+
+    def cls(self, _cls: Any = None, /, **options: Any) -> Any:
+        """Register a class of this app; it takes the options of :meth:`function`.
+
+        Its ``@apothic.method()`` methods are called remotely (``Model().predict.remote(x)``),
+        its ``@apothic.enter()``/``@apothic.exit()`` methods run as each container starts and
+        drains, and its ``apothic.parameter()`` attributes make instances with containers of
+        their own (``Model(size="large")``). See ``apothic/_cls``.
+        """
+        from ._cls._handles import register_class
+
+        return register_class(self, _cls, options)
 
     def _spec(self, fn: Function[Any, Any]) -> FunctionSpec:
         o = fn.options
@@ -270,8 +378,10 @@ class App:
         for name in sorted(self._functions):
             fn = self._functions[name]
             spec = self._spec(fn)
-            code, code_hash = pickle_function(fn.raw_f)
-            functions.append(DeployFunction(spec=spec, code=code))
+            if hasattr(fn, "deploy_spec"):  # a class (@app.cls): its methods and parameters
+                spec = fn.deploy_spec(spec)
+            code, code_hash = frozen_code(fn) or pickle_function(fn.raw_f)  # @apothic.liv: the generated code
+            functions.append(DeployFunction(spec=spec, code=code, liv=frozen_record(fn)))
             digest.update(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
             digest.update(code_hash.encode())
         total = sum(f.code.size for f in functions)
@@ -289,13 +399,25 @@ class App:
         Identical code redeploys to the current version. New calls run the new version;
         calls already running finish on the version they started on.
         """
+        deployment, _ = await self._deploy(ephemeral=False)
+        return deployment
+
+    async def _deploy(self, *, ephemeral: bool) -> tuple[AppDeployment, bool]:
+        """Deploy; returns the deployment and whether it is the run's own (``ephemeral`` and the
+        app was not deployed persistently before: only then does the run remove it)."""
+        await freeze_generated(self)  # @apothic.liv functions: generated (or taken from the cache) first
         req = self._deploy_request()
         settings = self._cp.settings
         await check_deploy_volumes(settings, req)  # missing volumes fail here, named, with the fix
         client = await get_client(settings)
+        memo, running = await read_app_memo(client, self.name)
+        persistent = running and memo is not None and memo.version > 0 and not memo.removed and not memo.ephemeral
+        own = ephemeral and not persistent
+        req = dataclasses.replace(req, ephemeral=own)
         start = WithStartWorkflowOperation(
             APP_WORKFLOW,
-            AppState(app=self.name),
+            # A registry that ended (the app was removed): numbers go on from its last version.
+            AppState(app=self.name, versions_before=memo.version if memo is not None and not running else 0),
             id=app_workflow_id(self.name),
             task_queue=settings.worker.control_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -316,4 +438,18 @@ class App:
             ) from None
         except WorkflowUpdateFailedError as e:
             raise InvalidError(f"deploying {self.name!r} was refused: {e.cause or e}") from None
-        return AppDeployment(app=res.app, version=res.version, created=res.created, functions=tuple(res.functions))
+        deployment = AppDeployment(app=res.app, version=res.version, created=res.created, functions=tuple(res.functions))
+        return deployment, own
+
+
+async def read_app_memo(client: Any, name: str) -> tuple[AppMemo | None, bool]:
+    """The app registry's memo (None: never deployed) and whether the registry still runs
+    (an app that was removed has ended)."""
+    try:
+        desc = await client.get_workflow_handle(app_workflow_id(name)).describe()
+    except RPCError as e:
+        if e.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return None, False
+    memo: AppMemo | None = await desc.memo_value(APP_MEMO_KEY, None, type_hint=AppMemo)
+    return memo, desc.status == WorkflowExecutionStatus.RUNNING

@@ -5,6 +5,14 @@
 With no APOTHIC_TEMPORAL_ADDRESS set, this starts the embedded Temporal dev server and a
 control worker in the background (`apothic stop` stops them), deploys the app, and runs the
 calls in function containers on this machine. It ends with the commands to look further.
+
+Or call one function with the app live for the call only (removed when it ends):
+
+    apothic run examples/quickstart.py::slow_square 7
+
+Expected output:
+    squaring 7
+    49
 """
 
 import os

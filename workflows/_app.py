@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
@@ -20,6 +21,7 @@ from apothic._contracts import (
     CodeRequest,
     DeployRequest,
     DeployResult,
+    LivRecord,
     Deployment,
     ResolveRequest,
     SyncSchedulesRequest,
@@ -66,6 +68,7 @@ class AppWorkflow:
                     deployed_at=last.deployed_at if last else "",
                     functions=[f.spec for f in last.functions] if last else [],
                     removed=self.state.removed,
+                    ephemeral=self.state.ephemeral,
                 )
             }
         )
@@ -86,10 +89,13 @@ class AppWorkflow:
         versions = list(self.state.versions)
         names = [f.spec.name for f in req.functions]
         if versions and versions[-1].code_hash == req.code_hash and not self.state.removed:
+            if req.ephemeral != self.state.ephemeral:  # `apothic deploy` of what a run deployed: persistent now
+                self.state = dataclasses.replace(self.state, ephemeral=req.ephemeral)
+                self._publish()
             await self._sync_schedules()  # a no-op unless an earlier sync failed
             return DeployResult(app=req.app, version=versions[-1].version, created=False, functions=names)
         previous = versions[-1] if versions else None
-        number = (previous.version if previous else 0) + 1
+        number = (previous.version if previous else self.state.versions_before) + 1
         versions.append(
             AppVersion(
                 version=number,
@@ -101,7 +107,7 @@ class AppWorkflow:
         kept = versions[-KEEP_VERSIONS:]
         while len(kept) > 1 and sum(f.code.size for v in kept for f in v.functions) > KEEP_CODE_BYTES:
             kept = kept[1:]
-        self.state = AppState(app=self.state.app, versions=kept, removed=False)
+        self.state = dataclasses.replace(self.state, versions=kept, removed=False, ephemeral=req.ephemeral)
         self._publish()
         if previous is not None:
             await self._retire(previous)
@@ -121,7 +127,7 @@ class AppWorkflow:
         last = self.state.versions[-1] if self.state.versions else None
         if last is not None:
             await self._retire(last)
-        self.state = AppState(app=self.state.app, versions=list(self.state.versions), removed=True)
+        self.state = dataclasses.replace(self.state, versions=list(self.state.versions), removed=True)
         self._publish()
         await self._sync_schedules()
         return last.version if last else 0
@@ -201,6 +207,14 @@ class AppWorkflow:
         for f in self._version(req.version).functions:
             if f.spec.name == req.function:
                 return f.code
+        raise ApplicationError(f"no function {req.function!r} in version {req.version}", type="NotFound")
+
+    @workflow.query
+    def liv(self, req: CodeRequest) -> LivRecord | None:
+        """A generated function's frozen code and where it came from (None: not generated)."""
+        for f in self._version(req.version).functions:
+            if f.spec.name == req.function:
+                return f.liv
         raise ApplicationError(f"no function {req.function!r} in version {req.version}", type="NotFound")
 
     @workflow.query

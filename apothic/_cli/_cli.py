@@ -14,21 +14,19 @@ from .._control._config import load_settings
 from ..exceptions import ApothicError, InvalidError
 from ._appfile import apps_in, load_app_file
 from ._offers import add_offers_parser
+from ._run import add_run_parser
 from ._volumes import add_volume_parser
 from ._secrets import add_secret_parser
+from ._where import status_output
+from .._codec import add_codec_parser
+from .._codec._background import codec_missing
+from .._liv._show import add_liv_parser
 
 EPILOG = """\
 The Temporal server: APOTHIC_TEMPORAL_ADDRESS (with APOTHIC_TEMPORAL_NAMESPACE, APOTHIC_TEMPORAL_TLS,
 APOTHIC_TEMPORAL_API_KEY) when set; otherwise the embedded dev server of temporal-dev.yaml, which
 clients start on demand (with a control worker) and `apothic stop` stops.
 """
-
-
-def _parse_arg(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -77,6 +75,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
         register_pid("server", proc.pid)
         procs.append(proc)
         wait_for_port(server.ip, server.port, proc=proc)
+    if settings.embedded and codec_missing(settings):  # the Web UI's codec server (apothic/_codec)
+        procs.append(subprocess.Popen([sys.executable, "-m", "apothic._codec"]))
+        register_pid("codec", procs[-1].pid)
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"  # the worker's lines reach a pipe as they are printed
     if args.port:
@@ -116,39 +117,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    path, _, fn_name = args.target.partition("::")
-    module = load_app_file(path)
-    apps = apps_in(module)
-    functions = {name: f for app in apps for name, f in app.registered_functions.items()}
-    if not fn_name:
-        if len(functions) != 1:
-            raise InvalidError(
-                f"{path} has {len(functions)} functions ({sorted(functions)}). Fix: name one, `{path}::NAME`."
-            )
-        fn_name = next(iter(functions))
-    if fn_name not in functions:
-        raise InvalidError(f"{path} has no app function {fn_name!r}; it has {sorted(functions)}.")
-    fn = functions[fn_name]
-    d = fn.app.deploy()
-    print(f"{d.app}: version {d.version}", file=sys.stderr)
-    call_args = [_parse_arg(a) for a in args.args]
-    if args.detach:
-        job = fn.spawn(*call_args)
-        print(job.job_id)
-        return 0
-    job = fn.spawn(*call_args)
-    print(f"job {job.job_id}", file=sys.stderr)
-    try:
-        result = job.wait()
-    finally:
-        logs = job.logs()
-        if logs:
-            sys.stderr.write(logs if logs.endswith("\n") else logs + "\n")
-    print(json.dumps(result) if isinstance(result, (dict, list, int, float, bool)) or result is None else result)
-    return 0
-
-
 async def _list_jobs(app: str | None, limit: int) -> list[dict[str, Any]]:
     from .._contracts import INVOCATION_WORKFLOW, SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
     from .._control._client import get_client
@@ -184,8 +152,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             print(f"{r['job_id']:26} {r['function']:32} {r['status']:11} {r['started']:26} {r['closed']}")
         return 0
     job = Job.from_id(args.job_id)
-    if args.jobs_cmd == "status":
-        print(job.status())
+    if args.jobs_cmd == "status":  # and where it ran (apothic/_cli/_where.py)
+        print(status_output(job, as_json=args.json))
     elif args.jobs_cmd == "logs":  # every attempt's output, each under "--- attempt N (...) ---" after a retry
         logs = job.logs()
         sys.stdout.write(logs if not logs or logs.endswith("\n") else logs + "\n")
@@ -338,16 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--name", help="deploy only the app with this name")
     dp.set_defaults(func=cmd_deploy)
 
-    r = sub.add_parser("run", help="deploy a file's app and call one function",
-                       description="Deploy the app of FILE and call FUNCTION remotely with ARGS (each parsed\n"
-                                   "as JSON, else taken as a string); print its result, its logs go to stderr.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example, from the root folder of the Apothic repository (prints 49):\n"
-                              "  apothic run examples/quickstart.py::slow_square 7")
-    r.add_argument("target", metavar="FILE[::FUNCTION]")
-    r.add_argument("args", nargs="*", metavar="ARGS")
-    r.add_argument("--detach", action="store_true", help="print the job id and return at once")
-    r.set_defaults(func=cmd_run)
+    add_run_parser(sub)
 
     j = sub.add_parser("jobs", help="list and inspect jobs", description="List, inspect and cancel jobs.")
     jsub = j.add_subparsers(dest="jobs_cmd", required=True, metavar="SUBCOMMAND")
@@ -359,12 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
                        ("cancel", "cancel a job and wait until its function stopped")):
         jp = jsub.add_parser(name, help=text)
         jp.add_argument("job_id", metavar="JOB_ID")
+    jsub.choices["status"].add_argument("--json", action="store_true", help="the job's details as JSON")
     j.set_defaults(func=cmd_jobs)
 
     add_schedules_parser(sub)
     add_offers_parser(sub)
     add_volume_parser(sub)
     add_secret_parser(sub)
+    add_liv_parser(sub)
+    add_codec_parser(sub)
 
     st = sub.add_parser(
         "stop", help="stop the dev server, control workers and containers running in the background",

@@ -73,6 +73,17 @@ class Image:
         ):
             invalid(f"Image(steps={self.steps!r}): steps must be a tuple of image steps")
 
+    def imports(self) -> Any:
+        """``with image.imports(): import numpy``: imports that exist only inside this image.
+
+        On the caller's machine an ``ImportError`` in the block is swallowed and the names it
+        would bind become placeholders that unpickle, in the function's container, as the real
+        modules; inside a container the block raises as usual (``_image/_imports.py``).
+        """
+        from ._imports import ImageImports
+
+        return ImageImports(self)
+
     # ---------------------------------------------------------------- constructors
 
     @classmethod

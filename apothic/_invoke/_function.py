@@ -38,8 +38,10 @@ from .._data._blobs import load, offload
 from .._data._serialization import CloudPickled
 from .._options._names import check_name
 from ..exceptions import CallTimeoutError, InvalidError, NotFoundError, PendingLimitError, RemoteError
+from ._ephemeral import note_started
 from ._job import Job, translate_failure
-from ._mapping import run_map, spawn_each
+from ._mapping import iter_map, run_map, spawn_each
+from ._output import OUTPUT
 from ._watch import JobEvent, check_event_types, start_offset, stream_events
 
 if TYPE_CHECKING:
@@ -192,10 +194,12 @@ class _Invocable(Generic[P, R]):
         pending: FleetPending | None = None,
         *,
         limit: bool = True,
+        watch: bool = True,
     ) -> Job:
         """Start one job. ``pending`` is the fleet's memo (read here if not given); with
         ``limit``, a full one raises :class:`PendingLimitError` (``spawn_map`` waits for room
-        instead and passes ``limit=False``)."""
+        instead and passes ``limit=False``). With live output on, the job's output is printed
+        as it comes (``watch``; ``remote_gen`` prints its own stream's)."""
         settings = self._cp.settings
         client = await get_client(settings)
         if dep is None:
@@ -241,6 +245,9 @@ class _Invocable(Generic[P, R]):
         except WorkflowAlreadyStartedError:
             if idempotency_key is None:
                 raise
+        note_started(self.app_name, job_id)
+        if watch:
+            OUTPUT.watch(self, job_id)
         return Job(job_id, client=self._cp)
 
     async def _job_exists(self, job_id: str) -> bool:
@@ -269,7 +276,7 @@ class _Invocable(Generic[P, R]):
                     f"{self.app_name}.{self.function_name} is not a generator function (it has no `yield`). "
                     "Fix: call it with remote(), or make it yield its items."
                 )
-            return await self._start_packed(packed, dep=dep, pending=pending)
+            return await self._start_packed(packed, dep=dep, pending=pending, watch=not generator)
 
         try:
             return await asyncio.wait_for(submit(), timeout_s)
@@ -321,14 +328,37 @@ class _Invocable(Generic[P, R]):
                 f"job {job.job_id} was cancelled"
             ) from None
         except WorkflowFailureError as e:
+            await OUTPUT.settle(job.job_id)  # what it printed shows before its error
             raise translate_failure(e, job.job_id) from None
+        await OUTPUT.settle(job.job_id)
         return await load(result.value, self._cp.settings.blobs)
 
-    @synced
+    async def _map_iter(
+        self, items: Iterable[Any], *, timeout_s: float = 600.0, return_exceptions: bool = False
+    ) -> AsyncIterator[Any]:
+        async with contextlib.aclosing(
+            iter_map(self, items, star=False, timeout_s=timeout_s, return_exceptions=return_exceptions)
+        ) as results:
+            async for value in results:
+                yield value
+
+    async def _starmap_iter(
+        self, items: Iterable[Any], *, timeout_s: float = 600.0, return_exceptions: bool = False
+    ) -> AsyncIterator[Any]:
+        async with contextlib.aclosing(
+            iter_map(self, items, star=True, timeout_s=timeout_s, return_exceptions=return_exceptions)
+        ) as results:
+            async for value in results:
+                yield value
+
+    @synced.iterating(_map_iter)
     async def map(
         self, items: Iterable[Any], *, timeout_s: float = 600.0, return_exceptions: bool = False
     ) -> list[Any]:
         """Call the function once per item (one argument each); results in input order.
+
+        ``async for r in fn.map.aio(items)`` (or ``fn.aio.map``) yields the same results one
+        by one, in input order, as they are read.
 
         All inputs run in one MapWorkflow, in batches of up to 32 inputs, one batch per slot
         of up to ``max_containers`` containers plus as many queued (never more than
@@ -343,11 +373,12 @@ class _Invocable(Generic[P, R]):
             self, items, star=False, collect=True, timeout_s=timeout_s, return_exceptions=return_exceptions
         )  # type: ignore[return-value]
 
-    @synced
+    @synced.iterating(_starmap_iter)
     async def starmap(
         self, items: Iterable[Any], *, timeout_s: float = 600.0, return_exceptions: bool = False
     ) -> list[Any]:
-        """Like :meth:`map`, each item being the tuple of positional arguments of one call."""
+        """Like :meth:`map`, each item being the tuple of positional arguments of one call
+        (``async for r in fn.starmap.aio(items)`` too)."""
         return await run_map(
             self, items, star=True, collect=True, timeout_s=timeout_s, return_exceptions=return_exceptions
         )  # type: ignore[return-value]
@@ -394,9 +425,10 @@ class _Invocable(Generic[P, R]):
         job = await self._submit_within("remote_gen", packed, timeout_s, generator=True)
         client = await get_client(self._cp.settings)
         finished = False
+        shown = ["log", "image", "retry"] if OUTPUT.enabled else []  # printed in order with the items
         try:
             async with contextlib.aclosing(
-                stream_events(client, self._cp.settings, job.job_id, 0, ["output", *TERMINAL_EVENT_TYPES])
+                stream_events(client, self._cp.settings, job.job_id, 0, ["output", *shown, *TERMINAL_EVENT_TYPES])
             ) as events:
                 while True:
                     remaining = None if deadline is None else max(0.001, deadline - loop.time())
@@ -410,6 +442,9 @@ class _Invocable(Generic[P, R]):
                     except StopAsyncIteration:
                         finished = True
                         return
+                    if ev.event in shown:
+                        OUTPUT.event(self.function_name, job.job_id, ev.event, ev.data, ev.timestamp)
+                        continue
                     if ev.event == "output":
                         if "error" in ev.data:
                             raise RemoteError(

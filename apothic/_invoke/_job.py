@@ -19,11 +19,11 @@ from temporalio.exceptions import ApplicationError, CancelledError, TerminatedEr
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from .._contracts import EXECUTE_ACTIVITY, AttemptLogs, InvocationResult, JobLogs
+from .._contracts import EXECUTE_ACTIVITY, AttemptLogs, InvocationResult, JobInfo, JobLogs
 from .._control._client import get_client
 from .._control._connection import ControlPlaneClient
 from .._control._errors import mark_user_exception
-from .._control._loop import AioNamespace, synced, synced_iter
+from .._control._loop import AioNamespace, synced, synced_class, synced_iter
 from .._data._blobs import load
 from .._data._serialization import CloudPickled
 from ..exceptions import (
@@ -185,6 +185,16 @@ class Job:
         return JobStatus.QUEUED
 
     @synced
+    async def info(self) -> JobInfo:
+        """What the job's workflow knows of it (a control worker answers): status, attempts and,
+        once a container took it, where it ran: ``placement`` (provider, offer, instance, host,
+        image, container id, price per hour), ``ran`` (each attempt's, with its rented seconds
+        and cost), ``rented_s`` and ``cost_usd`` in all."""
+        from ._info import job_info
+
+        return await job_info(await self._handle(), self.job_id)
+
+    @synced
     async def wait(self, timeout_s: float | None = None) -> Any:
         """Wait for the result and return it; raise the function's own exception.
 
@@ -192,8 +202,39 @@ class Job:
             CallTimeoutError: ``timeout_s`` passed first (the job goes on).
             JobCancelledError, FunctionTimeoutError, PlacementError, RemoteError.
         """
-        result = await self._result(timeout_s)
+        from ._output import OUTPUT
+
+        try:
+            result = await self._result(timeout_s)
+        except CallTimeoutError:
+            raise
+        except Exception:
+            await OUTPUT.settle(self.job_id)  # what it printed shows before its error
+            raise
+        await OUTPUT.settle(self.job_id)
         return await load(result.value, self._cp.settings.blobs)
+
+    @synced_class
+    async def gather(cls, *jobs: "Job") -> list[Any]:
+        """Wait for every job and return their results, in the order given.
+
+        ``Job.gather(a, b, c)`` blocks; ``await Job.gather.aio(a, b, c)`` awaits. The first
+        error (in time) is raised, the function's own exception as with :meth:`wait`; the
+        other waits stop there (their jobs keep running: cancel them with :meth:`cancel`).
+        """
+        bad = [j for j in jobs if not isinstance(j, Job)]
+        if bad:
+            raise InvalidError(
+                f"Job.gather(...) takes Jobs, got {', '.join(sorted({type(b).__name__ for b in bad}))}. Fix: pass "
+                "what spawn() returned, e.g. Job.gather(*[fn.spawn(x) for x in xs]) (a list: Job.gather(*jobs))."
+            )
+        waits = [asyncio.ensure_future(j.wait.aio()) for j in jobs]
+        try:
+            return list(await asyncio.gather(*waits))
+        finally:
+            for w in waits:
+                w.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def _result(self, timeout_s: float | None) -> InvocationResult:
         handle = await self._handle()

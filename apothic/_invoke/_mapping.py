@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from temporalio.client import WorkflowFailureError, WorkflowHandle
@@ -31,7 +32,9 @@ from .._control._client import get_client, search_attributes
 from .._data._blobs import load, offload
 from .._data._serialization import CloudPickled
 from ..exceptions import CallTimeoutError, InvalidError
+from ._ephemeral import note_started
 from ._job import translate_failure
+from ._output import OUTPUT
 
 if TYPE_CHECKING:
     from ._function import _Invocable
@@ -105,13 +108,32 @@ async def run_map(
     timeout_s: float | None,
     return_exceptions: bool,
 ) -> list[Any] | None:
-    """Run ``fn`` over ``items`` in one MapWorkflow; results in input order."""
+    """Run ``fn`` over ``items`` in one MapWorkflow; results in input order (``collect``)."""
+    out: list[Any] = []
+    results = iter_map(fn, items, star=star, timeout_s=timeout_s, return_exceptions=return_exceptions)
+    async with contextlib.aclosing(results):
+        async for value in results:
+            if collect:
+                out.append(value)
+    return out if collect else None
+
+
+async def iter_map(
+    fn: "_Invocable[Any, Any]",
+    items: Iterable[Any],
+    *,
+    star: bool,
+    timeout_s: float | None,
+    return_exceptions: bool,
+) -> AsyncIterator[Any]:
+    """Run ``fn`` over ``items`` in one MapWorkflow, yielding the results in input order as
+    they are read (``fn.map.aio``). Leaving early cancels the map."""
     if timeout_s is not None and timeout_s <= 0:
         raise InvalidError(f"timeout_s={timeout_s!r}: allowed: > 0. Fix: give seconds to wait, e.g. 600.")
     inputs = _Inputs(fn, items, star)
     first = await _next_batch(inputs)  # an iterator that raises fails here
     if not first:
-        return [] if collect else None
+        return
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     settings = fn._cp.settings
     try:  # the caller's clock covers connecting to a server that accepts and never answers
@@ -127,20 +149,27 @@ async def run_map(
     if size_hint is not None:
         in_flight = max(1, min(in_flight, len(items)))  # type: ignore[arg-type]
     map_id = f"map-{uuid.uuid4().hex[:20]}"
+    shown = OUTPUT.enabled  # each input's output comes back with its result, to be printed here
     await client.start_workflow(
         MAP_WORKFLOW,
-        MapInput(map_id=map_id, app=fn.app_name, function=fn.function_name, deployment=dep, max_in_flight=in_flight),
+        MapInput(map_id=map_id, app=fn.app_name, function=fn.function_name, deployment=dep, max_in_flight=in_flight,
+                 output=shown),
         id=map_id,
         task_queue=settings.worker.control_task_queue,
         search_attributes=search_attributes(fn.app_name, fn.function_name),
         static_summary=f"map {fn.app_name}.{fn.function_name}",
         result_type=int,
     )
+    note_started(fn.app_name, map_id)
     # Not bound to the first run: the map continues as new, and messages go to the current run.
     handle = client.get_workflow_handle(map_id, result_type=int)
     feeder = asyncio.create_task(_feed(handle, inputs, first))
+    several = size_hint is None or len(items) > 1  # type: ignore[arg-type]
+    show = _Shown(fn.function_name, several, batched=dep.spec.batch is not None) if shown else None
     try:
-        results = await _read(handle, feeder, inputs, collect, return_exceptions, deadline, map_id)
+        async with contextlib.aclosing(_read(handle, feeder, inputs, return_exceptions, deadline, map_id, show)) as read:
+            async for value in read:
+                yield value
     except BaseException:
         feeder.cancel()
         await asyncio.gather(feeder, return_exceptions=True)
@@ -153,7 +182,26 @@ async def run_map(
         await handle.result()
     except WorkflowFailureError as e:
         raise translate_failure(e, map_id) from None
-    return results if collect else None
+
+
+class _Shown:
+    """Prints each input's output as its result is read (live output on). The inputs of one
+    call of a ``@batched`` function share that call's output: it is printed once, with the
+    first of them."""
+
+    def __init__(self, function: str, several: bool, batched: bool) -> None:
+        self.function = function
+        self.several = several
+        self.batched = batched
+        self.last = ""
+
+    def item(self, item: MapResultItem) -> None:
+        logs = item.logs if item.ok else str(item.error_detail.get("logs") or "")
+        if self.batched and logs == self.last:
+            return
+        self.last = logs
+        if logs:
+            OUTPUT.map_item(self.function, item.index, logs, self.several)
 
 
 async def _feed(handle: WorkflowHandle, inputs: _Inputs, first: list[MapItem]) -> int:
@@ -185,12 +233,11 @@ async def _read(
     handle: WorkflowHandle,
     feeder: asyncio.Task[int],
     inputs: _Inputs,
-    collect: bool,
     return_exceptions: bool,
     deadline: float | None,
     map_id: str,
-) -> list[Any]:
-    out: list[Any] = []
+    show: _Shown | None,
+) -> AsyncIterator[Any]:
     next_index = acked = 0
     last_ack = time.monotonic()
     delay = _POLL_MIN_S
@@ -200,7 +247,7 @@ async def _read(
             if next_index >= inputs.index:
                 if acked < next_index:
                     await handle.signal("ack", next_index)
-                return out
+                return
         if deadline is not None and time.monotonic() > deadline:
             raise CallTimeoutError(f"map {map_id}: not all results within the caller's timeout_s; it was cancelled")
         batch: MapResults = await handle.query("results", MapResultsRequest(from_index=next_index), result_type=MapResults)
@@ -216,12 +263,14 @@ async def _read(
         stored = [i for i in batch.items if i.ok and i.value is not None and i.value.blob is not None]
         fetched = dict(zip((i.index for i in stored), await asyncio.gather(*(load(i.value, inputs.blobs) for i in stored))))
         for item in batch.items:
+            if show is not None:
+                show.item(item)
             if item.index in fetched:
                 value = fetched[item.index]
             else:
                 value = await _value(item, map_id, return_exceptions, inputs)
-            if collect:
-                out.append(value)
+            next_index = item.index + 1
+            yield value
         next_index = batch.items[-1].index + 1
         # Acknowledge in batches: each signal is an event in the map's history.
         if next_index - acked >= ACK_EVERY or time.monotonic() - last_ack > ACK_INTERVAL_S:

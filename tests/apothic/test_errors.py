@@ -260,7 +260,7 @@ def test_a_server_that_goes_away_gives_connection_errors(tmp_path: Path) -> None
 
     async def main() -> list[BaseException]:
         calls = [job.aio.status(), job.aio.wait(), job.aio.logs(), job.aio.cancel(), watch(), fn.aio.remote(),
-                 fn.aio.spawn(), fn.aio.map([1, 2]), schedules.aio.list(), schedules.aio.get("gone", "f")]
+                 fn.aio.spawn(), fn.aio.for_each([1, 2]), schedules.aio.list(), schedules.aio.get("gone", "f")]
         return list(await asyncio.gather(*(araised(c) for c in calls)))
 
     started = time.monotonic()

@@ -16,11 +16,12 @@ import apothic
 ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = [
-    "ApothicError", "App", "AppDeployment", "CallTimeoutError", "CloudBucketMount", "ControlPlaneClient", "Cron",
+    "ApothicError", "App", "AppDeployment", "CallTimeoutError", "CloudBucketMount", "Cls", "ControlPlaneClient", "Cron", "Dict",
     "Function", "FunctionTimeoutError", "Image", "InvalidError", "Job", "JobCancelledError", "JobEvent", "JobStatus",
-    "LivConfig",
-    "NotFoundError", "NotSupportedError", "PendingLimitError", "Period", "PlacementError", "RemoteError", "RemoteFunction", "Retries",
-    "Secret", "SecretInfo", "StorageMount", "Volume", "batched", "checkpoint", "concurrent", "last_checkpoint", "liv",
+    "LivConfig", "LivError", "LocalEntrypoint",
+    "NotFoundError", "NotSupportedError", "PendingLimitError", "Period", "PlacementError", "Queue", "RemoteError", "RemoteFunction", "Retries",
+    "Secret", "SecretInfo", "StorageMount", "Volume", "batched", "checkpoint", "concurrent", "current_job_id",
+    "enable_output", "enter", "exit", "is_local", "last_checkpoint", "liv", "method", "parameter",
 ]
 
 
@@ -154,7 +155,11 @@ ANNOTATION_DEVIATIONS = {
 # methods; ``Function`` and ``RemoteFunction`` share the ``fn.*`` rows). A change to any of
 # them is a change of the public API: update this table on purpose, and the reference with it.
 SIGNATURES = {
-    "App": "(name: str, *, client: ControlPlaneClient | None = None) -> None",
+    "App": (
+        "(name: str, *, image: Any = None, secrets: list[Secret] | None = None, "
+        "volumes: dict[str, StorageMount] | list[StorageMount] | None = None, "
+        "client: ControlPlaneClient | None = None) -> None"
+    ),
     "App.function": (
         "(self, _fn: None = None, /, *, schedule: Cron | Period | None = None, "
         "liv: LivConfig | dict[str, Any] | tuple[Any, ...] | None = None, gpu: str | list[str] | None = None, "
@@ -220,19 +225,20 @@ SIGNATURES = {
         "endpoint_url: str | None = None, prefix: str | None = None, read_only: bool = False) -> StorageMount"
     ),
     "Secret.from_name": "(name: str) -> 'Secret'",
+    # Methods of an object (bound: without ``self``).
     "Secret.objects.create": (
-        "(self, name: str, env_dict: dict[str, str], *, allow_existing: bool = False, overwrite: bool = False)"
+        "(name: str, env_dict: dict[str, str], *, allow_existing: bool = False, overwrite: bool = False)"
         " -> None"
     ),
-    "Secret.objects.list": "(self) -> list[SecretInfo]",
-    "Secret.objects.delete": "(self, name: str, *, allow_missing: bool = False) -> None",
+    "Secret.objects.list": "() -> list[SecretInfo]",
+    "Secret.objects.delete": "(name: str, *, allow_missing: bool = False) -> None",
     "SecretInfo": "(name: str, keys: tuple[str, ...], created_at: datetime, updated_at: datetime) -> None",
     "concurrent": "(*, max_inputs: int, target_inputs: int | None = None) -> Callable[[F], F]",
     "batched": "(*, max_batch_size: int, wait_ms: int) -> Callable[[F], F]",
     "liv": "(**settings: Any) -> Callable[[Any], Any]",
     "LivConfig": (
-        "(*, self_debug: bool = False, cache: str = 'account', examples: tuple[typing.Any, ...] = (), "
-        "model: str | None = None) -> None"
+        "(*, self_debug: bool = False, cache: str = 'account', examples: tuple[Any, ...] = (), "
+        "model: str | None = None, rounds: int = 3) -> None"
     ),
     "Image.debian_slim": "(python_version: str | None = None) -> Image",
     "Image.from_registry": "(ref: str, *, add_python: str | None = None) -> Image",
@@ -435,10 +441,12 @@ def test_the_async_twins_have_the_blocking_signatures() -> None:
         (apothic.RemoteFunction.from_name("signature-twins", "infer"), list(INVOKE)),
         (apothic.Job.from_id("job-signature-twins"), ["status", "logs", "wait", "cancel", "watch"]),
     ]
-    streams = {"remote_gen", "remote_events", "watch"}  # async iterators, not coroutines
+    streams = {"remote_gen", "remote_events", "watch", "map", "starmap"}  # async iterators, not coroutines
     for obj, names in faces:
         for name in names:
             blocking, twin = getattr(obj, name), getattr(obj.aio, name)
-            assert inspect.signature(twin) == inspect.signature(blocking), (type(obj).__name__, name)
+            assert inspect.signature(twin).parameters == inspect.signature(blocking).parameters, (
+                type(obj).__name__, name)
+            assert inspect.signature(getattr(obj, name).aio) == inspect.signature(twin)  # one twin, two spellings
             assert inspect.iscoroutinefunction(twin) is (name not in streams), (type(obj).__name__, name)
             assert not inspect.iscoroutinefunction(blocking), (type(obj).__name__, name)

@@ -32,7 +32,7 @@ class Embedded:
 
     def __init__(self, tmp_path: Path) -> None:
         config = yaml.safe_load((ROOT / "temporal-dev.yaml").read_text())
-        config["server"].update(port=free_port(), ui_port=free_port())
+        config["server"].update(port=free_port(), ui_port=free_port(), codec_port=free_port())
         self.port, self.ui_port = config["server"]["port"], config["server"]["ui_port"]
         # The file's order (process before docker) is the order of preference among equal offers.
         (tmp_path / "temporal-dev.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -175,22 +175,20 @@ def test_run_help_example_starts_after_a_crash_and_stop_ends_it_all(embedded: Em
         assert argv == ["apothic", "run", "examples/quickstart.py::slow_square", "7"]
         out = piped([str(APOTHIC), *argv[1:]], ROOT, embedded.env)  # `apothic run ... 2>&1 | cat`
         first, first_at = out.next()
-        assert first == "quickstart: version 1"
+        assert first == "quickstart: version 1 deployed for this run (slow_square, summarize); removed when it ends"
         output = [first, *out.rest()]
         assert out.proc.wait(30) == 0, "\n".join(output)
         # After its first line the command still waits for a container and a 1 s call.
         assert out.ended_at - first_at > 1.0, "the first line reached the pipe only when the command ended"
-        assert output[-2:] == ["squaring 7", "49"], output
+        assert output[-3:] == ["squaring 7", "49", "quickstart: stopped; its schedules, fleets and containers are gone"]
         files = embedded.pid_files()
-        assert [name.split("-")[0] for name in files] == ["server", "worker"], files
+        assert [name.split("-")[0] for name in files] == ["codec", "server", "worker"], files
         assert f"server-{gone.pid}.pid" not in files and f"worker-{other.pid}.pid" not in files, files
-        containers = embedded.containers()
-        assert len(containers) == 1, containers
+        assert embedded.containers() == {}, "the run's container outlived the run"  # an ephemeral run removes it
 
         stopped = embedded.stop()
         assert stopped.returncode == 0, stopped.stderr
-        (container_id,) = containers
-        assert stopped.stdout.splitlines()[0] == f"stopped container {container_id} (pid {containers[container_id][0]})"
+        assert not [line for line in stopped.stdout.splitlines() if line.startswith("stopped container")], stopped.stdout
         embedded.assert_all_stopped()
         assert other.poll() is None, "`apothic stop` killed a process that only reused a stale pid"
         again = embedded.stop()
@@ -220,6 +218,9 @@ def test_stop_ends_the_docker_containers_of_this_control_plane(embedded: Embedde
     embedded.env.update(APOTHIC_PROVIDERS="docker", APOTHIC_CONTAINER_IDLE_S="300")
     address = f"127.0.0.1:{embedded.port}"
     try:
+        # Deployed first: a run on a deployed app leaves it (and its container) running.
+        subprocess.run([str(APOTHIC), "deploy", "examples/quickstart.py"], check=True, cwd=ROOT, env=embedded.env,
+                       capture_output=True, timeout=300)
         run = subprocess.run([str(APOTHIC), "run", "examples/quickstart.py::slow_square", "5"], check=False, cwd=ROOT,
                              env=embedded.env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0 and run.stdout == "25\n", run.stdout + run.stderr
