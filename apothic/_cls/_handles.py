@@ -13,22 +13,17 @@ import dataclasses
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from temporalio.service import RPCError, RPCStatusCode
 
 from .._contracts import (
-    APP_MEMO_KEY,
-    AppMemo,
     ClassSpec,
     Deployment,
     FunctionSpec,
     RetrySpec,
-    app_workflow_id,
     make_deployment,
 )
-from .._control._client import get_client
 from .._control._connection import ControlPlaneClient
 from .._data._serialization import CloudPickled
-from .._invoke._function import _Invocable
+from .._invoke._function import _Invocable, deployed_app
 from .._options._names import check_name
 from .._options._problems import raise_problems, show
 from ..exceptions import InvalidError, NotFoundError, NotSupportedError
@@ -323,20 +318,7 @@ class Method(_Invocable[..., Any]):
         instance's own queue and fleet (``_identity``)."""
         cls = self._instance._cls
         settings = self._cp.settings
-        client = await get_client(settings)
-        try:
-            desc = await client.get_workflow_handle(app_workflow_id(cls.app_name)).describe()
-            memo: AppMemo | None = await desc.memo_value(APP_MEMO_KEY, None, type_hint=AppMemo)
-        except RPCError as e:
-            if e.status != RPCStatusCode.NOT_FOUND:
-                raise
-            memo = None
-        where = f"on {settings.address} (namespace {settings.namespace!r})"
-        if memo is None or memo.removed or not memo.version:
-            raise NotFoundError(
-                f"app {cls.app_name!r} is not deployed {where}. Fix: deploy it first "
-                "(`app.deploy()` or `apothic deploy path/to/app.py`)."
-            )
+        memo, where = await deployed_app(self._cp, cls.app_name)
         spec = next((s for s in memo.functions if s.name == cls.name), None)
         if spec is None or spec.cls is None:
             what = "is a function, not a class" if spec is not None else "is not in it"

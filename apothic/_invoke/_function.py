@@ -74,6 +74,27 @@ async def _attach_offset(client: Any, job_id: str) -> int:
     return max(1, offset)
 
 
+async def deployed_app(cp: ControlPlaneClient, app_name: str) -> tuple[AppMemo, str]:
+    """The memo of a deployed app (one describe of its registry, no worker needed) and the words
+    for where it was looked up; ``NotFoundError`` when the app is not deployed there."""
+    settings = cp.settings
+    client = await get_client(settings)
+    try:
+        desc = await client.get_workflow_handle(app_workflow_id(app_name)).describe()
+        memo: AppMemo | None = await desc.memo_value(APP_MEMO_KEY, None, type_hint=AppMemo)
+    except RPCError as e:
+        if e.status != RPCStatusCode.NOT_FOUND:
+            raise
+        memo = None
+    where = f"on {settings.address} (namespace {settings.namespace!r})"
+    if memo is None or memo.removed or not memo.version:
+        raise NotFoundError(
+            f"app {app_name!r} is not deployed {where}. Fix: deploy it first "
+            "(`app.deploy()` or `apothic deploy path/to/app.py`)."
+        )
+    return memo, where
+
+
 class _Invocable(Generic[P, R]):
     """The invocation surface shared by deployed Function handles and RemoteFunction lookups."""
 
@@ -99,20 +120,7 @@ class _Invocable(Generic[P, R]):
     async def _resolve(self) -> Deployment:
         """The function's current deployment, from the app's memo (one describe, no worker needed)."""
         settings = self._cp.settings
-        client = await get_client(settings)
-        try:
-            desc = await client.get_workflow_handle(app_workflow_id(self.app_name)).describe()
-            memo: AppMemo | None = await desc.memo_value(APP_MEMO_KEY, None, type_hint=AppMemo)
-        except RPCError as e:
-            if e.status != RPCStatusCode.NOT_FOUND:
-                raise
-            memo = None
-        where = f"on {settings.address} (namespace {settings.namespace!r})"
-        if memo is None or memo.removed or not memo.version:
-            raise NotFoundError(
-                f"app {self.app_name!r} is not deployed {where}. Fix: deploy it first "
-                f"(`app.deploy()` or `apothic deploy path/to/app.py`)."
-            )
+        memo, where = await deployed_app(self._cp, self.app_name)
         for spec in memo.functions:
             if spec.name == self.function_name:
                 w = settings.worker

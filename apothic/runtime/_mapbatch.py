@@ -33,6 +33,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from .._contracts import MAP_REPORT_SIGNAL, NOT_RUN, MapBatchReport, MapItem, MapResultItem
+from ._supervised import heartbeat_details
 
 # How often the container asks the server whether it answers, while batches run.
 PROBE_EVERY_S = 1.0
@@ -94,19 +95,15 @@ class BatchProgress:
         """Every heartbeat sent while the batch runs (also the one the runtime sends while an
         input runs, with its logs and checkpoint, which maps do not read) carries the batch's
         progress instead, so that no heartbeat hides what the batch finished."""
-        # The SDK has no public way to change what a running activity's heartbeats carry short
-        # of a worker interceptor; the context's heartbeat callable is what activity.heartbeat calls.
-        ctx = activity._Context.current()
-        send = ctx.heartbeat
-        assert send is not None
-        ctx.heartbeat = lambda *_details: send(self.details())
+        # The runtime's worker interceptor (``_supervised``) puts these details in their place.
+        token = heartbeat_details.set(self.details)
         try:
             yield
         finally:
             if self._flush is not None:
                 self._flush.cancel()
                 self._flush = None
-            ctx.heartbeat = send
+            heartbeat_details.reset(token)
 
 
 _RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(MapResultItem))

@@ -227,7 +227,7 @@ class Runtime:
             max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_EVERY_S),
             default_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_EVERY_S),
             graceful_shutdown_timeout=timedelta(hours=24),
-            interceptors=[SupervisedInterceptor(self.channel, scratch_dir())] if self.channel.on else [],
+            interceptors=[SupervisedInterceptor(self.channel, scratch_dir())],  # also a map batch's heartbeats
         )
         watch = asyncio.create_task(self._watch(client))
         alive = asyncio.create_task(self._tell_alive())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
@@ -85,8 +86,18 @@ class _Inbound(ActivityInboundInterceptor):
                         pass
 
 
+# While set (a map batch: ``_mapbatch.BatchProgress.heartbeats``), what every heartbeat of the
+# activity carries instead of its own details.
+heartbeat_details: contextvars.ContextVar[Callable[[], Any] | None] = contextvars.ContextVar(
+    "apothic_heartbeat_details", default=None
+)
+
+
 class _Outbound(ActivityOutboundInterceptor):
     def heartbeat(self, *details: Any) -> None:
+        override = heartbeat_details.get()
+        if override is not None:
+            details = (override(),)
         held = _held.get()
         if held is not None and held.hb:
             _mirror(held.hb, details)

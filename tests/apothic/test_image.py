@@ -718,7 +718,7 @@ def test_image_modules_import_only_the_layers_below_them():
 
     import apothic._image as package
 
-    layers = ["_checks", "_canonical", "_tree", "_base", "_steps", "_sources", "_spec"]
+    layers = ["_checks", "_canonical", "_tree", "_base", "_steps", "_sources", "_imports", "_spec"]
     folder = os.path.dirname(package.__file__)
     on_disk = sorted(n[:-3] for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py")
     assert on_disk == sorted(layers)

@@ -64,7 +64,7 @@ def test_deploy_run_and_jobs(tmp_path: Path, app_name: str) -> None:
     missing = apothic("jobs", "status", "job-nope", check=False)
     assert missing.returncode == 1 and "no job 'job-nope'" in missing.stderr
     bad = apothic("run", f"{script}::nothing", check=False)
-    assert bad.returncode == 1 and "has no app function 'nothing'" in bad.stderr
+    assert bad.returncode == 1 and "has no local entrypoint or app function 'nothing'" in bad.stderr
 
 
 def test_a_failing_function_is_one_error_line_and_its_traceback_with_debug(tmp_path: Path, app_name: str) -> None:
