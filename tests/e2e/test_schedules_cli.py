@@ -71,7 +71,7 @@ def test_schedules_list_shows_last_and_next_runs(tmp_path: Path, app_name: str) 
         assert apothic("schedules", "trigger", app_name, "morning").stdout.strip() == f"{app_name}.morning: triggered"
         wait_until(lambda: listed(app_name)[1]["last_job_id"], timeout=60, what="the triggered run")
         job_id = listed(app_name)[1]["last_job_id"]
-        wait_until(lambda: apothic("jobs", "status", job_id).stdout.strip() == "completed", timeout=90,
+        wait_until(lambda: apothic("jobs", "status", job_id).stdout.splitlines()[0].strip() == "completed", timeout=90,
                    what="the triggered job to complete")
 
         missing = apothic("schedules", "pause", app_name, "nothing", check=False)
