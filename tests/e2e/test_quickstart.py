@@ -147,7 +147,7 @@ def test_quickstart_hints_run_as_printed(embedded: Embedded, tmp_path: Path, whe
     assert results["the jobs of this run"].count("completed") == 3, results["the jobs of this run"]
     assert results["what slow_square printed"] == "squaring 12\n"
     stopped = results["stop the background server, worker and containers"].splitlines()
-    assert [line.split()[1] for line in stopped] == ["container", "container", "worker", "server"], stopped
+    assert [line.split()[1] for line in stopped] == ["container", "container", "worker", "codec", "server"], stopped
     embedded.assert_all_stopped()
 
 

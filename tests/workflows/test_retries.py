@@ -94,6 +94,7 @@ def test_a_lost_container_is_retried_without_using_the_users_retries(
         if not marker.exists():
             marker.write_text(str(os.getpid()))
             os.kill(os.getppid(), signal.SIGKILL)  # the container (its supervisor, the runtime with it) dies mid-input
+            time.sleep(60)  # the runtime dies with its supervisor: never return before that
         return f"survived in {os.getpid()}"
 
     app.deploy()
