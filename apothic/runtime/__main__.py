@@ -60,9 +60,18 @@ def _serve() -> None:
     executor = MainThreadExecutor()
     runtime = Runtime(config, load_settings(), executor)
 
+    async def serve_then_leave() -> None:
+        await runtime.serve()
+        if runtime.abandoned:
+            # The server is gone: leave now. Past this point asyncio.run would cancel the
+            # Temporal worker's tasks and wait for their graceful shutdown, which waits for
+            # pollers that retry against the missing server for as long as it stays missing.
+            executor.stop()
+            _exit(config, executor, runtime.exit_code)
+
     def serve() -> None:
         try:
-            asyncio.run(runtime.serve())
+            asyncio.run(serve_then_leave())
         except BaseException:  # noqa: BLE001 - report, then make the container exit
             traceback.print_exc()
             runtime.exit_code = runtime.exit_code or 1
