@@ -4,50 +4,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 import apothic
 from apothic._contracts import CoordStats
 from apothic._control._loop import run_blocking
 
-from ..conftest import free_port, start_dev_server, start_worker, stop, wait_until
-
-
-class Cluster:
-    """A dev server on its own database and a control worker, each restartable."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.db = tmp / "temporal.db"
-        self.env = dict(os.environ, APOTHIC_TEMPORAL_ADDRESS=self.address, APOTHIC_HOME=str(tmp))
-        self.server = start_dev_server(self.db, self.port)
-        self.worker = self.start_worker()
-        self.client = apothic.ControlPlaneClient(self.address)
-
-    def start_worker(self) -> subprocess.Popen:
-        return start_worker(self.env, self.tmp / "worker.log")
-
-    def close(self) -> None:
-        stop(self.worker)
-        stop(self.server)
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    monkeypatch.setenv("APOTHIC_HOME", str(tmp_path))  # this process is of the cluster too (one payload key)
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
+from ..conftest import start_dev_server, stop, wait_until
+from ._cluster import Cluster
 
 
 def waiting(q: apothic.Queue) -> int:

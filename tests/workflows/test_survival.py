@@ -8,55 +8,24 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import apothic
-from apothic import App, ControlPlaneClient, JobStatus
+from apothic import App, JobStatus
 
-from ..conftest import container_pids, free_port, start_dev_server, start_worker, stop, wait_until
-
-
-class Cluster:
-    """A dev server on its own database and a control worker, each restartable."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.db = tmp / "temporal.db"
-        self.env = dict(os.environ, APOTHIC_TEMPORAL_ADDRESS=self.address, APOTHIC_HOME=str(tmp))
-        self.server = start_dev_server(self.db, self.port)
-        self.worker = self.start_worker()
-        self.client = ControlPlaneClient(self.address)
-
-    def start_worker(self) -> subprocess.Popen:
-        return start_worker(self.env, self.tmp / "worker.log")
-
-    def restart_server(self, down_s: float) -> None:
-        stop(self.server)
-        time.sleep(down_s)
-        self.server = start_dev_server(self.db, self.port)
-
-    def close(self) -> None:
-        stop(self.worker)
-        stop(self.server)
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    monkeypatch.setenv("APOTHIC_HOME", str(tmp_path))  # this process is of the cluster too (one payload key)
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
+from ..conftest import (
+    container_pids,
+    start_dev_server,
+    stop,
+    wait_until,
+)
+from ._cluster import Cluster
 
 
 def runs(path: Path) -> list[str]:
@@ -186,14 +155,7 @@ def test_a_rented_machine_is_adopted_not_rented_again_after_the_worker_is_killed
     tmp_path: Path, app_name: str, vast_sim, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("APOTHIC_HOME", str(tmp_path))  # this process is of the cluster too (one payload key)
-    c = Cluster.__new__(Cluster)
-    c.tmp, c.port = tmp_path, free_port()
-    c.address, c.db = f"127.0.0.1:{c.port}", tmp_path / "temporal.db"
-    c.env = dict(os.environ, APOTHIC_TEMPORAL_ADDRESS=c.address, APOTHIC_HOME=str(tmp_path),
-                 VAST_URL=vast_sim.url, VAST_API_KEY=vast_sim.api_key, APOTHIC_VAST_REGISTRY="127.0.0.1:5000")
-    c.server = start_dev_server(c.db, c.port)
-    c.worker = c.start_worker()
-    c.client = ControlPlaneClient(c.address)
+    c = Cluster(tmp_path, VAST_URL=vast_sim.url, VAST_API_KEY=vast_sim.api_key, APOTHIC_VAST_REGISTRY="127.0.0.1:5000")
     try:
         app = App(app_name, client=c.client)
 
