@@ -18,7 +18,6 @@ from temporalio.exceptions import ApplicationError
 
 from apothic._contracts import (
     COORD_MAX_STATE_BYTES,
-    COORD_UPDATES_PER_RUN,
     DICT_WORKFLOW,
     CoordPageRequest,
     CoordStats,
@@ -30,6 +29,8 @@ from apothic._contracts import (
     DictState,
 )
 
+from ._coord import CoordEntity
+
 # JSON around one entry (its key id, field names, quotes, the seq), counted generously.
 ENTRY_OVERHEAD = 48
 
@@ -40,23 +41,17 @@ def entry_bytes(key_id: str, key: str, value: str) -> int:
 
 
 @workflow.defn(name=DICT_WORKFLOW)
-class DictWorkflow:
+class DictWorkflow(CoordEntity):
+    KIND = "Dict"
+
     @workflow.init
     def __init__(self, state: DictState) -> None:
-        self.name = state.name
+        self._begin(state.name, state.lease_s, state.runs)
         self.entries: dict[str, DictEntry] = dict(state.entries)
         self.next_seq = state.next_seq
-        self.lease_s = state.lease_s
-        self.runs = state.runs
         self.size = sum(entry_bytes(k, e.key, e.value) for k, e in self.entries.items())
-        self.updates = 0
-        self.deleted = False
-        self.last_seen = workflow.now().timestamp()
 
     # --- the run: wait for a reason to stop, then end or continue as new ---
-
-    def _continue_due(self) -> bool:
-        return self.updates >= COORD_UPDATES_PER_RUN or workflow.info().is_continue_as_new_suggested()
 
     @workflow.run
     async def run(self, state: DictState) -> None:
@@ -82,14 +77,6 @@ class DictWorkflow:
             DictState(name=self.name, entries=self.entries, next_seq=self.next_seq, lease_s=self.lease_s,
                       runs=self.runs + 1)
         )
-
-    def _touch(self) -> None:
-        self.updates += 1
-        self.last_seen = workflow.now().timestamp()
-
-    def _refuse_if_deleted(self) -> None:
-        if self.deleted:
-            raise ApplicationError(f"Dict {self.name!r} was deleted", type="Deleted", non_retryable=True)
 
     # --- writes ---
 
@@ -189,11 +176,6 @@ class DictWorkflow:
     @delete.validator
     def _validate_delete(self) -> None:
         self._refuse_if_deleted()
-
-    @workflow.signal
-    def touch(self) -> None:
-        """The owner of an ephemeral Dict is alive."""
-        self.last_seen = workflow.now().timestamp()
 
     # --- reads ---
 

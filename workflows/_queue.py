@@ -22,7 +22,6 @@ from temporalio.exceptions import ApplicationError
 
 from apothic._contracts import (
     COORD_MAX_STATE_BYTES,
-    COORD_UPDATES_PER_RUN,
     QUEUE_MAX_PARTITION_ITEMS,
     QUEUE_MAX_WAITERS,
     QUEUE_WORKFLOW,
@@ -37,6 +36,8 @@ from apothic._contracts import (
     QueuePutRequest,
     QueueState,
 )
+
+from ._coord import CoordEntity
 
 ITEM_OVERHEAD = 4  # quotes and a comma in the JSON state
 PARTITION_OVERHEAD = 96  # a partition's name, fields and numbers
@@ -61,27 +62,21 @@ def partition_bytes(name: str, items: Iterable[str] = ()) -> int:
 
 
 @workflow.defn(name=QUEUE_WORKFLOW)
-class QueueWorkflow:
+class QueueWorkflow(CoordEntity):
+    KIND = "Queue"
+
     @workflow.init
     def __init__(self, state: QueueState) -> None:
-        self.name = state.name
+        self._begin(state.name, state.lease_s, state.runs)
         self.parts: dict[str, _Partition] = {k: _Partition(p) for k, p in state.partitions.items()}
-        self.lease_s = state.lease_s
-        self.runs = state.runs
         self.size = sum(partition_bytes(k, p.items) for k, p in self.parts.items())
-        self.updates = 0
-        self.deleted = False
         self.stopping = False  # ending or continuing as new: waiters let go
         self.waiting = 0
         self.cancelled: dict[str, None] = {}  # update ids of gets whose caller went away
-        self.last_seen = workflow.now().timestamp()
         self.alarm = math.inf  # when the run loop's timer fires
         self.rearm = False
 
     # --- the run: expire partitions, end with the lease, continue as new ---
-
-    def _continue_due(self) -> bool:
-        return self.updates >= COORD_UPDATES_PER_RUN or workflow.info().is_continue_as_new_suggested()
 
     def _expire(self, now: float) -> None:
         for name in [n for n, p in self.parts.items() if p.expires_at <= now]:
@@ -117,14 +112,6 @@ class QueueWorkflow:
             QueueState(name=self.name, partitions={k: p.frozen() for k, p in self.parts.items()},
                        lease_s=self.lease_s, runs=self.runs + 1)
         )
-
-    def _touch(self) -> None:
-        self.updates += 1
-        self.last_seen = workflow.now().timestamp()
-
-    def _refuse_if_deleted(self) -> None:
-        if self.deleted:
-            raise ApplicationError(f"Queue {self.name!r} was deleted", type="Deleted", non_retryable=True)
 
     # --- put ---
 
@@ -274,11 +261,6 @@ class QueueWorkflow:
     @delete.validator
     def _validate_delete(self) -> None:
         self._refuse_if_deleted()
-
-    @workflow.signal
-    def touch(self) -> None:
-        """The owner of an ephemeral Queue is alive."""
-        self.last_seen = workflow.now().timestamp()
 
     @workflow.query(name="len")
     def len_(self, req: QueueLenRequest) -> int:
