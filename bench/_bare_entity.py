@@ -6,13 +6,8 @@ no retries. Tuned like Apothic's control worker (unsandboxed, 20 pollers), in it
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-
+from _bare import serve
 from temporalio import workflow
-from temporalio.client import Client
-from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
 TASK_QUEUE = "bench-bare-entity"
 
@@ -38,19 +33,5 @@ class BareEntity:
         return self.data.get(key)
 
 
-async def main() -> None:
-    client = await Client.connect(os.environ["APOTHIC_TEMPORAL_ADDRESS"])
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with Worker(
-        client,
-        task_queue=TASK_QUEUE,
-        workflows=[BareEntity],
-        workflow_runner=UnsandboxedWorkflowRunner(),
-        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(20),
-    ):
-        await stop.wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    serve(TASK_QUEUE, [BareEntity], ())

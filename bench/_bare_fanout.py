@@ -4,13 +4,10 @@ at most ``in_flight`` at a time, run by a tuned worker in its own process."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from datetime import timedelta
 
+from _bare import serve
 from temporalio import activity, workflow
-from temporalio.client import Client
-from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
 TASK_QUEUE = "bench-fanout"
 
@@ -34,21 +31,5 @@ class FanOutWorkflow:
         return len(results)
 
 
-async def main() -> None:
-    client = await Client.connect(os.environ["APOTHIC_TEMPORAL_ADDRESS"])
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with Worker(
-        client,
-        task_queue=TASK_QUEUE,
-        workflows=[FanOutWorkflow],
-        activities=[noop],
-        workflow_runner=UnsandboxedWorkflowRunner(),
-        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(20),
-        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(10),
-    ):
-        await stop.wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    serve(TASK_QUEUE, [FanOutWorkflow], [noop])

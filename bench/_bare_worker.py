@@ -5,14 +5,10 @@ Tuned like Apothic's control worker (unsandboxed, 20 pollers), in its own proces
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 from datetime import timedelta
 
+from _bare import serve
 from temporalio import activity, workflow
-from temporalio.client import Client
-from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
 TASK_QUEUE = "bench-bare"
 
@@ -29,22 +25,5 @@ class BareWorkflow:
         return await workflow.execute_activity(noop, x, start_to_close_timeout=timedelta(seconds=30))
 
 
-async def main() -> None:
-    client = await Client.connect(os.environ["APOTHIC_TEMPORAL_ADDRESS"])
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with Worker(
-        client,
-        task_queue=TASK_QUEUE,
-        workflows=[BareWorkflow],
-        activities=[noop],
-        workflow_runner=UnsandboxedWorkflowRunner(),
-        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(20),
-        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(10),
-    ):
-        await stop.wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    serve(TASK_QUEUE, [BareWorkflow], [noop])
