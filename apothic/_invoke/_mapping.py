@@ -35,6 +35,7 @@ from ..exceptions import CallTimeoutError, InvalidError
 from ._ephemeral import note_started
 from ._job import translate_failure
 from ._output import OUTPUT
+from ._progress import PROGRESS, Bar, _NullBar
 
 if TYPE_CHECKING:
     from ._function import _Invocable
@@ -134,6 +135,23 @@ async def iter_map(
     first = await _next_batch(inputs)  # an iterator that raises fails here
     if not first:
         return
+    size_hint = getattr(items, "__len__", None)
+    # On a terminal: inputs done and failed, rate, time left (the total once it is known).
+    with PROGRESS.bar(fn.function_name, len(items) if size_hint is not None else None) as bar:  # type: ignore[arg-type]
+        async with contextlib.aclosing(_run_map(fn, items, inputs, first, timeout_s, return_exceptions, bar)) as run:
+            async for value in run:
+                yield value
+
+
+async def _run_map(
+    fn: _Invocable[Any, Any],
+    items: Iterable[Any],
+    inputs: _Inputs,
+    first: list[MapItem],
+    timeout_s: float | None,
+    return_exceptions: bool,
+    bar: Bar | _NullBar,
+) -> AsyncIterator[Any]:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     settings = fn._cp.settings
     try:  # the caller's clock covers connecting to a server that accepts and never answers
@@ -167,7 +185,9 @@ async def iter_map(
     several = size_hint is None or len(items) > 1  # type: ignore[arg-type]
     show = _Shown(fn.function_name, several, batched=dep.spec.batch is not None) if shown else None
     try:
-        async with contextlib.aclosing(_read(handle, feeder, inputs, return_exceptions, deadline, map_id, show)) as read:
+        async with contextlib.aclosing(
+            _read(handle, feeder, inputs, return_exceptions, deadline, map_id, show, bar)
+        ) as read:
             async for value in read:
                 yield value
     except BaseException:
@@ -237,6 +257,7 @@ async def _read(
     deadline: float | None,
     map_id: str,
     show: _Shown | None,
+    bar: Bar | _NullBar,
 ) -> AsyncIterator[Any]:
     next_index = acked = 0
     last_ack = time.monotonic()
@@ -244,6 +265,7 @@ async def _read(
     while True:
         if feeder.done():
             feeder.result()  # the iterator raised, or feeding failed: surface it
+            bar.set_total(inputs.index)
             if next_index >= inputs.index:
                 if acked < next_index:
                     await handle.signal("ack", next_index)
@@ -270,6 +292,7 @@ async def _read(
             else:
                 value = await _value(item, map_id, return_exceptions, inputs)
             next_index = item.index + 1
+            bar.advance(failed=0 if item.ok else 1)
             yield value
         next_index = batch.items[-1].index + 1
         # Acknowledge in batches: each signal is an event in the map's history.
@@ -392,6 +415,12 @@ async def spawn_each(fn: "_Invocable[Any, Any]", items: Iterable[Any]) -> list[A
     pending = [fn._pack((item,), {}) for item in items]  # fail early on an unpicklable item
     if not pending:
         return []
+    # On a terminal: jobs submitted out of the total (spawn_map returns once all are).
+    with PROGRESS.bar(f"{fn.function_name} spawn_map", len(pending), " submitted") as bar:
+        return await _spawn_all(fn, pending, bar)
+
+
+async def _spawn_all(fn: _Invocable[Any, Any], pending: list[CloudPickled], bar: Bar | _NullBar) -> list[Any]:
     dep = await fn._resolve()  # once for all of them
     room = _Room(fn, dep, len(pending))
     jobs: list[Any] = [None] * len(pending)
@@ -403,8 +432,10 @@ async def spawn_each(fn: "_Invocable[Any, Any]", items: Iterable[Any]) -> list[A
         try:
             job = await fn._start_packed(pending[index], dep=dep, pending=state, limit=False)
             jobs[index] = job
+            bar.advance()
         except BaseException as e:
             failed.append(e)
+            bar.advance(failed=1)
             raise
         finally:
             room.submitted(job.job_id if job is not None else None)

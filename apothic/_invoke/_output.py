@@ -19,6 +19,9 @@ the SDK's event loop, never in the way of a result:
 - **Marks.** A job watched while another is (from the moment the second one starts), and each
   input of a map of several inputs, marks its lines ``[function job-1a2b3c]`` or
   ``[function #3]``; a job alone prints bare lines.
+- **Progress.** On a terminal, a build also shows a spinner line (its step, its time; see
+  ``_progress.py``), and ``built image`` says how long the build took. Every line goes above
+  whatever progress line is drawn (erased, printed, redrawn), so none is garbled.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import asyncio
 import contextlib
 import sys
 import threading
+from datetime import datetime
 from typing import Any
 
 from ..exceptions import InvalidError
+from ._progress import PROGRESS
 
 MAX_WATCHERS = 64
 SETTLE_S = 1.0
@@ -47,6 +52,7 @@ class _Output:
         self.live: set[str] = set()  # jobs whose watcher reads now
         self.marked: set[str] = set()  # jobs watched beside another: their lines are marked
         self.seen: set[tuple[Any, ...]] = set()
+        self.builds: dict[str, Any] = {}  # image tag -> when its build began (as its event says)
         self.slots: asyncio.Semaphore | None = None
 
     # --- printing -------------------------------------------------------------------------
@@ -57,7 +63,7 @@ class _Output:
             return
         prefix = f"[{label}] " if mark and label else ""
         text = "".join(f"{prefix}{line}\n" for line in lines)
-        with self.lock:
+        with self.lock, PROGRESS.above():  # a progress line drawn is erased first, then redrawn
             stream = sys.stderr
             try:
                 stream.write(text)
@@ -82,12 +88,29 @@ class _Output:
             if len(self.seen) > _SEEN_LIMIT:
                 self.seen.clear()
             self.seen.add(key)
-            self.write(_image_lines(data))
+            self.write(self._image(data, at))
         elif event == "retry":
             wait, kind = data.get("retry_in_s"), data.get("kind")
             why = data.get("reason") if kind == "user" else f"{kind}: {data.get('reason')}"
             self.write([f"{function}: attempt {data.get('attempt')} failed ({why}); retrying"
                         + (f" in {wait:g} s" if isinstance(wait, (int, float)) else "")], label, mark=mark)
+
+    def _image(self, data: dict[str, Any], at: Any) -> list[str]:
+        """An image event's lines; on a terminal, the build's spinner too (its step, its time)."""
+        tag, status = str(data.get("image", "?")), data.get("status")
+        if status == "building":
+            self.builds[tag] = at
+            PROGRESS.spin(tag, f"building image {tag}", at)
+        elif status == "output":
+            steps = [str(line)[4:] for line in data.get("lines") or () if str(line).startswith("==> ")]
+            if steps:
+                PROGRESS.step(tag, steps[-1])
+        elif status in ("built", "cached", "ready", "failed"):
+            PROGRESS.stop(tag)
+            began = self.builds.pop(tag, None)
+            if status == "built" and isinstance(at, datetime) and isinstance(began, datetime):
+                return [f"built image {tag} in {max(0.0, (at - began).total_seconds()):.1f} s"]
+        return _image_lines(data)
 
     def map_item(self, function: str, index: int, logs: str, several: bool) -> None:
         """Print one map input's output (``several``: the map has more than one input)."""
@@ -127,6 +150,8 @@ class _Output:
             finally:
                 self.live.discard(job_id)
                 self.marked.discard(job_id)
+                if not self.live:  # no watcher hears of a build any more: no spinner stays up
+                    PROGRESS.stop()
 
     async def settle(self, job_id: str, timeout_s: float = SETTLE_S) -> None:
         """Let the watcher of a finished job print its last lines (at most ``timeout_s``)."""
@@ -162,14 +187,15 @@ class OutputSwitch:
     puts back the previous setting at the end of the ``with`` block."""
 
     def __init__(self, show: bool) -> None:
-        self._before = OUTPUT.enabled
+        self._before = OUTPUT.enabled, PROGRESS.quiet
         OUTPUT.enabled = show
+        PROGRESS.quiet = not show  # enable_output(False) quiets the progress bars too
 
     def __enter__(self) -> OutputSwitch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        OUTPUT.enabled = self._before
+        OUTPUT.enabled, PROGRESS.quiet = self._before
 
 
 def enable_output(show: bool = True) -> OutputSwitch:
@@ -180,6 +206,9 @@ def enable_output(show: bool = True) -> OutputSwitch:
     turn it on for their duration. Lines go to ``sys.stderr``; while several inputs run at
     once, each line is marked with its function and job (``[square job-1a2b3c]``) or map
     input (``[square #3]``).
+
+    Progress bars (``map``, ``spawn_map``, image builds) show on a terminal either way;
+    ``enable_output(False)`` (or ``APOTHIC_PROGRESS=0``) turns them off too.
 
     Args:
         show: False turns it off (``with apothic.enable_output(False):`` for a quiet block).
