@@ -116,8 +116,9 @@ class MapWorkflow:
     """Runs a stream of inputs on one deployment, at most ``max_in_flight`` at a time.
 
     The client feeds inputs in batches (update ``feed``, refused while the pending budget is
-    full), reads results in input order (query ``results``) and acknowledges them (signal
-    ``ack``), so that neither inputs nor results pile up here. Each input runs with the
+    full), reads results in input order (query ``results``, or its long poll ``wait_results``
+    when there was none) and acknowledges them (signal ``ack``), so that neither inputs nor
+    results pile up here. Each input runs with the
     function's retry rules (``InputRunner``). When the history grows long the workflow stops
     starting inputs, lets the running ones finish, waits until the client has taken every
     result, and continues as new with what is left: any number of inputs fits.
@@ -160,6 +161,7 @@ class MapWorkflow:
         self.max_batches = max(1, min(inp.max_in_flight, 2 * containers * per_container))
         self.weight = self.max_batches  # what the fleet was last told (Demand.weight)
         self.knobs = False
+        self.draining = False  # continuing as new soon: long polls of results return
 
     # --- messages -----------------------------------------------------------------------
 
@@ -213,6 +215,21 @@ class MapWorkflow:
 
     @workflow.query
     def results(self, req: MapResultsRequest) -> MapResults:
+        return self._page(req)
+
+    @workflow.update
+    async def wait_results(self, req: MapResultsRequest) -> MapResults:
+        """The long poll of ``results``, for a client that has read every result there is: returns
+        once the result at ``req.from_index`` is in, or once none will come in this run (every
+        input fed has been read, or the run drains to continue as new: the client asks the next
+        run). A query adds nothing to the history; this adds its two update events, so the client
+        asks only when the query found nothing."""
+        await workflow.wait_condition(
+            lambda: req.from_index in self.results or (self.final and req.from_index >= self.fed) or self.draining
+        )
+        return self._page(req)
+
+    def _page(self, req: MapResultsRequest) -> MapResults:
         out: list[MapResultItem] = []
         size = 0
         index = req.from_index
@@ -250,7 +267,7 @@ class MapWorkflow:
         await demand_capacity(dep, demand)
         try:
             while True:
-                draining = self._history_long()
+                draining = self.draining = self._history_long()
                 if not draining:
                     self._start_inputs(dep)
                 idle = not self.in_flight and not self.waiting

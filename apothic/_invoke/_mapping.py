@@ -52,6 +52,10 @@ MAX_IN_FLIGHT = 1000
 _POLL_MIN_S, _POLL_MAX_S = 0.01, 0.2
 # Between two reads while results flow (each read is a query the control worker answers).
 _POLL_BUSY_S = 0.02
+# A map whose results keep coming is read with queries (they add nothing to its history); once
+# this many in a row found nothing, the client waits in the workflow (update ``wait_results``)
+# for the next result instead of polling (each long poll adds two events to the history).
+LONG_POLL_AFTER = 2
 ACK_EVERY = 256
 ACK_INTERVAL_S = 0.5
 
@@ -262,44 +266,107 @@ async def _read(
     next_index = acked = 0
     last_ack = time.monotonic()
     delay = _POLL_MIN_S
-    while True:
-        if feeder.done():
-            feeder.result()  # the iterator raised, or feeding failed: surface it
-            bar.set_total(inputs.index)
-            if next_index >= inputs.index:
-                if acked < next_index:
+    long_poll = True  # until the map cannot answer its update (a worker from before it)
+    empty = 0  # queries in a row that found no result
+    poll: asyncio.Task[MapResults | None] | None = None
+    try:
+        while True:
+            if feeder.done():
+                feeder.result()  # the iterator raised, or feeding failed: surface it
+                bar.set_total(inputs.index)
+                if next_index >= inputs.index:
+                    if acked < next_index:
+                        await handle.signal("ack", next_index)
+                    return
+            if deadline is not None and time.monotonic() > deadline:
+                raise CallTimeoutError(f"map {map_id}: not all results within the caller's timeout_s; it was cancelled")
+            if poll is None:
+                batch: MapResults | None = await handle.query(
+                    "results", MapResultsRequest(from_index=next_index), result_type=MapResults
+                )
+            else:  # the long poll asked earlier, still waiting when the feeder finished
+                batch, poll = await _poll_until(poll, feeder, deadline)
+            if batch is not None and not batch.items:
+                if acked < next_index:  # idle: let the map free what was read
                     await handle.signal("ack", next_index)
-                return
-        if deadline is not None and time.monotonic() > deadline:
-            raise CallTimeoutError(f"map {map_id}: not all results within the caller's timeout_s; it was cancelled")
-        batch: MapResults = await handle.query("results", MapResultsRequest(from_index=next_index), result_type=MapResults)
-        if not batch.items:
-            if acked < next_index:  # idle: let the map free what was read
+                    acked, last_ack = next_index, time.monotonic()
+                empty += 1
+                if not long_poll or empty < LONG_POLL_AFTER:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _POLL_MAX_S)
+                    continue
+                # Wait in the workflow for the next result instead of asking again and again.
+                poll = asyncio.ensure_future(_wait_results(handle, next_index))
+                batch, poll = await _poll_until(poll, feeder, deadline)
+                if batch is None and poll is None:
+                    long_poll = False  # it cannot: poll the query as before
+                if batch is None or not batch.items:
+                    continue
+            if batch is None:
+                continue
+            delay, empty = _POLL_MIN_S, 0
+            async for value in _take(batch, handle, map_id, return_exceptions, inputs, show, bar):
+                yield value
+            next_index = batch.items[-1].index + 1
+            # Acknowledge in batches: each signal is an event in the map's history.
+            if next_index - acked >= ACK_EVERY or time.monotonic() - last_ack > ACK_INTERVAL_S:
                 await handle.signal("ack", next_index)
                 acked, last_ack = next_index, time.monotonic()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX_S)
-            continue
-        delay = _POLL_MIN_S
-        # Results in the blob store are fetched together; inline ones are loaded as they come.
-        stored = [i for i in batch.items if i.ok and i.value is not None and i.value.blob is not None]
-        fetched = dict(zip((i.index for i in stored), await asyncio.gather(*(load(i.value, inputs.blobs) for i in stored))))
-        for item in batch.items:
-            if show is not None:
-                show.item(item)
-            if item.index in fetched:
-                value = fetched[item.index]
-            else:
-                value = await _value(item, map_id, return_exceptions, inputs)
-            next_index = item.index + 1
-            bar.advance(failed=0 if item.ok else 1)
-            yield value
-        next_index = batch.items[-1].index + 1
-        # Acknowledge in batches: each signal is an event in the map's history.
-        if next_index - acked >= ACK_EVERY or time.monotonic() - last_ack > ACK_INTERVAL_S:
-            await handle.signal("ack", next_index)
-            acked, last_ack = next_index, time.monotonic()
-        await asyncio.sleep(_POLL_BUSY_S)
+            await asyncio.sleep(_POLL_BUSY_S)
+    finally:
+        if poll is not None:
+            poll.cancel()
+
+
+async def _wait_results(handle: WorkflowHandle, from_index: int) -> MapResults | None:
+    """The map's long poll for the result at ``from_index`` (``None``: the map cannot answer it,
+    e.g. it ended meanwhile or its worker predates the update; the caller polls the query)."""
+    try:
+        return await handle.execute_update(
+            "wait_results", MapResultsRequest(from_index=from_index), result_type=MapResults
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - the query path tells what the matter is
+        return None
+
+
+async def _poll_until(
+    poll: asyncio.Task[MapResults | None], feeder: asyncio.Task[int], deadline: float | None
+) -> tuple[MapResults | None, asyncio.Task[MapResults | None] | None]:
+    """Wait for the long poll, but no longer than the caller's deadline, and not past the
+    feeder's end (which may have failed). Returns its answer and ``None``, or, if it is still
+    waiting, ``None`` and the poll (asked again on the next round)."""
+    waits: set[asyncio.Future[Any]] = {poll} if feeder.done() else {poll, feeder}
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if poll.done():
+        return poll.result(), None
+    return None, poll
+
+
+async def _take(
+    batch: MapResults,
+    handle: WorkflowHandle,
+    map_id: str,
+    return_exceptions: bool,
+    inputs: _Inputs,
+    show: _Shown | None,
+    bar: Bar | _NullBar,
+) -> AsyncIterator[Any]:
+    """The values of one batch of results, in order."""
+    # Results in the blob store are fetched together; inline ones are loaded as they come.
+    stored = [i for i in batch.items if i.ok and i.value is not None and i.value.blob is not None]
+    fetched = dict(zip((i.index for i in stored), await asyncio.gather(*(load(i.value, inputs.blobs) for i in stored))))
+    for item in batch.items:
+        if show is not None:
+            show.item(item)
+        if item.index in fetched:
+            value = fetched[item.index]
+        else:
+            value = await _value(item, map_id, return_exceptions, inputs)
+        bar.advance(failed=0 if item.ok else 1)
+        yield value
 
 
 async def _value(item: MapResultItem, map_id: str, return_exceptions: bool, inputs: _Inputs) -> Any:
