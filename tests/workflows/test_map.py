@@ -250,3 +250,31 @@ def test_a_container_lost_mid_map_reruns_only_what_its_heartbeats_had_not_told(a
     assert all(first[n] == victim for n in again)
     # The input it was running and at most the three finished within its last second (0.4 s each).
     assert len(again) <= 4, again
+
+
+def test_a_map_waiting_for_slow_results_long_polls_the_workflow(app_name: str, temporal: str) -> None:
+    """While no result is in, the client waits in the map (update ``wait_results``) rather than
+    polling: a result reaches it as the workflow stores it, and the waits it leaves in the
+    history are few (about one per result that kept it waiting), not one per 200 ms."""
+    app = App(app_name)
+
+    @app.function(max_containers=1)
+    def slow(x: int) -> int:
+        time.sleep(1.5)
+        return x
+
+    app.deploy()
+    assert slow.map(range(3)) == [0, 1, 2]
+
+    async def waits() -> tuple[int, int]:
+        client = await Client.connect(temporal)
+        (wf,) = [wf async for wf in client.list_workflows(f"WorkflowType='MapWorkflow' AND ApothicApp='{app_name}'")]
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        accepted = [e for e in history.events if e.HasField("workflow_execution_update_accepted_event_attributes")]
+        names = [e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name for e in accepted]
+        return names.count("wait_results"), len(history.events)
+
+    long_polls, events = run_blocking(waits())
+    # Three results 1.5 s apart, and the cold start before the first: a few waits, each a
+    # result (a poll every 20 to 200 ms would have asked ~25 times; queries leave no events).
+    assert 1 <= long_polls <= 8, (long_polls, events)
