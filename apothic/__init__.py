@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "ApothicError": ".exceptions",
     "App": "._app",
     "AppDeployment": "._app",
+    "AppInfo": "._invoke._apps",
     "CallTimeoutError": ".exceptions",
     "CloudBucketMount": "._options._resources",
     "Cls": "._cls._handles",
@@ -87,6 +88,7 @@ if TYPE_CHECKING:
     from ._control._connection import ControlPlaneClient  # noqa: F401
     from ._data._checkpoint import checkpoint, last_checkpoint  # noqa: F401
     from ._image import Image  # noqa: F401
+    from ._invoke._apps import AppInfo  # noqa: F401
     from ._invoke._context import current_job_id, is_local  # noqa: F401
     from ._invoke._entrypoint import LocalEntrypoint  # noqa: F401
     from ._invoke._output import enable_output  # noqa: F401

@@ -12,7 +12,7 @@ import sys
 import sysconfig
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 
 import cloudpickle
 from temporalio.client import WithStartWorkflowOperation, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -37,6 +37,7 @@ from ._control._loop import AioNamespace, synced
 from ._data._digest import canonical_module, code_digest
 from ._data._code import dump_code
 from ._data._serialization import MAX_INLINE_BYTES, CloudPickled
+from ._invoke._apps import APPS, AppManager
 from ._invoke._entrypoint import LocalEntrypoint
 from ._invoke._function import Function, check_name
 from ._liv._deploy import freeze_generated, frozen_code, frozen_record
@@ -45,6 +46,7 @@ from ._options._concurrency import concurrency_spec
 from ._options._problems import show
 from ._options._validation import FunctionOptions, placement_options, validate_options
 from ._schedule._schedules import schedule_config
+from ._trace import ATTR_APP, span
 from ._volumes._deploy import check_deploy_volumes, mount_specs
 from .exceptions import ApothicError, InvalidError
 
@@ -159,9 +161,13 @@ class App:
         image, secrets, volumes: defaults for every function of the app that does not set its
             own (a function's own value replaces the app's; nothing is merged).
         client: the control plane to deploy to (default: the settings in force).
+
+    ``App.objects`` lists the deployed apps, stops their containers and removes them
+    (``App.objects.list()``, ``.stop(name)``, ``.remove(name)``; ``apothic apps``).
     """
 
     aio = AioNamespace.descriptor()
+    objects: ClassVar[AppManager] = APPS
 
     def __init__(
         self,
@@ -399,7 +405,8 @@ class App:
         Identical code redeploys to the current version. New calls run the new version;
         calls already running finish on the version they started on.
         """
-        deployment, _ = await self._deploy(ephemeral=False)
+        with span(f"apothic.deploy {self.name}", {ATTR_APP: self.name}):  # apothic/_trace
+            deployment, _ = await self._deploy(ephemeral=False)
         return deployment
 
     async def _deploy(self, *, ephemeral: bool) -> tuple[AppDeployment, bool]:

@@ -16,6 +16,7 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRu
 from apothic._control._client import connect
 from apothic._control._config import Settings
 from apothic._control._embedded import SEARCH_ATTRIBUTES
+from apothic._trace import configure_from_env, flush
 from apothic.activities import ControlActivities
 from apothic.activities._liv import LivActivities
 from apothic.workflows import ALL_WORKFLOWS
@@ -66,9 +67,14 @@ def build_worker(client: Client, settings: Settings) -> Worker:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run a control worker until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None)."""
+    """Run a control worker until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None).
+
+    Its spans are exported where the ``OTEL_*`` variables say (``apothic/_trace``); its client
+    carries the trace context of what it serves on to what it starts, with or without them.
+    """
+    configure_from_env("apothic-worker", {"apothic.task_queue": settings.worker.control_task_queue})
     # A payload not signed with the control plane's key fails its workflow (one of another key: its task).
-    client = await connect(settings, start_embedded=False, in_workflows=True)
+    client = await connect(settings, start_embedded=False, in_workflows=True, traced=True)
     await ensure_search_attributes(client, settings.namespace)
     worker = build_worker(client, settings)
     if stop is None:
@@ -76,6 +82,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    async with worker:
-        log.info("control worker polling %s at %s", settings.worker.control_task_queue, settings.address)
-        await stop.wait()
+    try:
+        async with worker:
+            log.info("control worker polling %s at %s", settings.worker.control_task_queue, settings.address)
+            await stop.wait()
+    finally:
+        flush()  # the spans of the last tasks

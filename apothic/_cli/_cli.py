@@ -13,11 +13,12 @@ from typing import Any
 from .._control._config import load_settings
 from ..exceptions import ApothicError, InvalidError
 from ._appfile import apps_in, load_app_file
+from ._apps import add_apps_parser
+from ._jobs import add_jobs_parser
 from ._offers import add_offers_parser
 from ._run import add_run_parser
 from ._volumes import add_volume_parser
 from ._secrets import add_secret_parser
-from ._where import status_output
 from .._codec import add_codec_parser
 from .._codec._background import codec_missing
 from .._liv._show import add_liv_parser
@@ -114,52 +115,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         d = app.deploy()
         state = "deployed" if d.created else "unchanged, still"
         print(f"{d.app}: {state} version {d.version} ({', '.join(d.functions)})")
-    return 0
-
-
-async def _list_jobs(app: str | None, limit: int) -> list[dict[str, Any]]:
-    from .._contracts import INVOCATION_WORKFLOW, SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
-    from .._control._client import get_client
-
-    client = await get_client()
-    query = f"WorkflowType = '{INVOCATION_WORKFLOW}'"
-    if app:
-        query += f" AND {SEARCH_ATTR_APP} = '{app}'"
-    rows = []
-    async for wf in client.list_workflows(query, limit=limit):
-        sa = wf.search_attributes
-        rows.append({
-            "job_id": wf.id,
-            "function": f"{(sa.get(SEARCH_ATTR_APP) or ['?'])[0]}.{(sa.get(SEARCH_ATTR_FUNCTION) or ['?'])[0]}",
-            "status": wf.status.name.lower() if wf.status else "",
-            "started": wf.start_time.isoformat(timespec="seconds") if wf.start_time else "",
-            "closed": wf.close_time.isoformat(timespec="seconds") if wf.close_time else "",
-        })
-    return rows
-
-
-def cmd_jobs(args: argparse.Namespace) -> int:
-    from .._control._loop import run_blocking
-    from .._invoke._job import Job
-
-    if args.jobs_cmd == "list":
-        rows = run_blocking(_list_jobs(args.app, args.limit))
-        if args.json:
-            print(json.dumps(rows, indent=2))
-            return 0
-        print(f"{'JOB':26} {'FUNCTION':32} {'STATUS':11} {'STARTED':26} CLOSED")
-        for r in rows:
-            print(f"{r['job_id']:26} {r['function']:32} {r['status']:11} {r['started']:26} {r['closed']}")
-        return 0
-    job = Job.from_id(args.job_id)
-    if args.jobs_cmd == "status":  # and where it ran (apothic/_cli/_where.py)
-        print(status_output(job, as_json=args.json))
-    elif args.jobs_cmd == "logs":  # every attempt's output, each under "--- attempt N (...) ---" after a retry
-        logs = job.logs()
-        sys.stdout.write(logs if not logs or logs.endswith("\n") else logs + "\n")
-    elif args.jobs_cmd == "cancel":
-        job.cancel()
-        print(f"{job.job_id}: {job.status()}")
     return 0
 
 
@@ -308,20 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_parser(sub)
 
-    j = sub.add_parser("jobs", help="list and inspect jobs", description="List, inspect and cancel jobs.")
-    jsub = j.add_subparsers(dest="jobs_cmd", required=True, metavar="SUBCOMMAND")
-    jl = jsub.add_parser("list", help="recent jobs, newest first")
-    jl.add_argument("--app", help="only this app's jobs")
-    jl.add_argument("--limit", type=int, default=20)
-    jl.add_argument("--json", action="store_true")
-    for name, text in (("status", "print a job's status"), ("logs", "print a job's stdout and stderr"),
-                       ("cancel", "cancel a job and wait until its function stopped")):
-        jp = jsub.add_parser(name, help=text)
-        jp.add_argument("job_id", metavar="JOB_ID")
-    jsub.choices["status"].add_argument("--json", action="store_true", help="the job's details as JSON")
-    j.set_defaults(func=cmd_jobs)
+    add_jobs_parser(sub)
 
     add_schedules_parser(sub)
+    add_apps_parser(sub)
     add_offers_parser(sub)
     add_volume_parser(sub)
     add_secret_parser(sub)

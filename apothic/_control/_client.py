@@ -15,6 +15,7 @@ from temporalio.common import (
 )
 
 from .._contracts import SEARCH_ATTR_APP, SEARCH_ATTR_FUNCTION
+from .._trace import interceptors
 from ._config import Settings, load_settings
 from ._errors import connect_error
 
@@ -46,7 +47,9 @@ def _tls(settings: Settings) -> TLSConfig | bool | None:
     )
 
 
-async def connect(settings: Settings, *, start_embedded: bool = True, in_workflows: bool = False) -> Client:
+async def connect(
+    settings: Settings, *, start_embedded: bool = True, in_workflows: bool = False, traced: bool = False
+) -> Client:
     """Connect to the server ``settings`` names.
 
     The client signs every payload it sends and refuses every payload it receives that is not
@@ -57,6 +60,10 @@ async def connect(settings: Settings, *, start_embedded: bool = True, in_workflo
     ``settings.worker.connect_timeout_s`` (10 s; ``APOTHIC_CONNECT_TIMEOUT_S``): a closed
     port fails at once, a port that accepts the connection but never answers (Temporal's
     client alone waits 30 s for it, and forever over TLS) fails after that time.
+
+    The OpenTelemetry context travels in Temporal headers (``apothic/_trace``) when a tracer
+    provider is set before this connects, or always with ``traced`` (the control worker and
+    the containers), for the workers made with the client too.
 
     Raises:
         apothic.exceptions.ConnectionError: the server cannot be reached (the message names the
@@ -78,6 +85,8 @@ async def connect(settings: Settings, *, start_embedded: bool = True, in_workflo
         "tls": _tls(settings),
         "connect_timeout": timedelta(seconds=timeout_s),
         "data_converter": converter,
+        # OpenTelemetry context in Temporal headers (apothic/_trace): a no-op without an SDK.
+        "interceptors": interceptors(always=traced),
     }
     if settings.api_key:
         kwargs["api_key"] = settings.api_key

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
+from .._trace import with_caller_context
 from ..exceptions import InvalidError
 from ._errors import describe_call, translate_error
 
@@ -102,7 +103,8 @@ def run_blocking(coro: Coroutine[Any, Any, T], *, aio_hint: str = "", stacklevel
             f"A blocking Apothic call was made inside a running event loop; it blocks that loop.{hint}",
             stacklevel=stacklevel,
         )
-    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    # The caller's OpenTelemetry span (if any) is the parent of what the call does (apothic/_trace).
+    future = asyncio.run_coroutine_threadsafe(with_caller_context(coro), loop)
     try:
         return future.result()
     except KeyboardInterrupt:
@@ -119,7 +121,7 @@ async def run_async(coro: Coroutine[Any, Any, T]) -> T:
         current = None
     if current is loop:
         return await coro
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(with_caller_context(coro), loop))
 
 
 class _Edge:

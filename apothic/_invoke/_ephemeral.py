@@ -1,48 +1,30 @@
-"""Ephemeral runs (``with app.run():``, ``apothic run``) and removing an app.
+"""Ephemeral runs (``with app.run():``, ``apothic run``).
 
 A run deploys the app under its own name, marked ephemeral (``DeployRequest.ephemeral``), and
-when it ends removes it with :func:`remove_app`: the app's running jobs and maps are cancelled,
-its registry's ``remove`` update retires its fleets and deletes its schedules, and the run waits
-until every fleet of the app has ended (a fleet ends once its containers are stopped and
-released). An app that was deployed persistently before the run (``apothic deploy``) is not the
-run's: the run deploys its code as a new version and leaves the app deployed.
+when it ends removes it with :func:`~apothic._invoke._apps.remove_app` (what ``apothic apps
+remove`` does too): the app's running jobs and maps are cancelled, its registry's ``remove``
+update retires its fleets and deletes its schedules, and the run waits until every fleet of the
+app has ended (a fleet ends once its containers are stopped and released). An app that was
+deployed persistently before the run (``apothic deploy``) is not the run's: the run deploys its
+code as a new version and leaves the app deployed.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.service import RPCError, RPCStatusCode
-
-from .._contracts import (
-    FLEET_WORKFLOW,
-    INVOCATION_WORKFLOW,
-    MAP_WORKFLOW,
-    SEARCH_ATTR_APP,
-    app_workflow_id,
-)
-from .._control._client import get_client
 from .._control._loop import _Edge, run_async, run_blocking
-from ..exceptions import ApothicError, InvalidError
+from ..exceptions import InvalidError
+from ._apps import FLEETS_WAIT_S, remove_app
 from ._output import OUTPUT, OutputSwitch
 
 if TYPE_CHECKING:
     from .._app import App, AppDeployment
-    from .._control._config import Settings
 
-# How long the removal waits for cancelled jobs to end, and for the fleets to end.
-CANCEL_WAIT_S = 30.0
-# A job or map still running when the run ends gets this long to end by itself before it is cancelled.
-ENDING_GRACE_S = 1.0
-FLEETS_WAIT_S = 90.0
 # How long a run's end waits for the last output lines of its jobs.
 OUTPUT_DRAIN_S = 2.0
-REMOVE_TIMEOUT_S = 60.0
 
 # Apps with a run in this process -> the ids of the jobs and maps started here during it.
 _RUNS: dict[str, set[str]] = {}
@@ -54,139 +36,6 @@ def note_started(app: str, workflow_id: str) -> None:
     started = _RUNS.get(app)
     if started is not None:
         started.add(workflow_id)
-
-
-@dataclasses.dataclass(frozen=True)
-class Removal:
-    """What :func:`remove_app` did."""
-
-    app: str
-    version: int  # the last version (0: nothing was deployed)
-    cancelled: tuple[str, ...]  # jobs and maps it cancelled
-    fleets_left: tuple[str, ...]  # fleets still running when it stopped waiting (usually none)
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
-
-
-async def _running(client: Any, query: str) -> list[str]:
-    return [wf.id async for wf in client.list_workflows(query)]
-
-
-async def remove_app(
-    settings: Settings,
-    app: str,
-    *,
-    also_cancel: tuple[str, ...] | list[str] | set[str] = (),
-    cancel_wait_s: float = CANCEL_WAIT_S,
-    fleets_wait_s: float = FLEETS_WAIT_S,
-) -> Removal:
-    """Remove ``app``: cancel its running jobs and maps (those the server lists, and
-    ``also_cancel``, which it may not list yet), remove it from its registry (its fleets retire
-    and its schedules are deleted), then wait until its fleets have ended, and with them its
-    containers. Removing an app that is not deployed (or was removed) cancels what still runs
-    and returns ``version`` 0."""
-    from .._app import read_app_memo
-
-    client = await get_client(settings)
-    memo, running = await read_app_memo(client, app)
-    where = f"{SEARCH_ATTR_APP} = '{_quote(app)}' AND ExecutionStatus = 'Running'"
-    listed = await _running(client, f"WorkflowType IN ('{INVOCATION_WORKFLOW}', '{MAP_WORKFLOW}') AND {where}")
-    cancelled = await _cancel_all(client, sorted(set(listed) | set(also_cancel)), cancel_wait_s)
-    version = 0
-    if running:
-        try:
-            version = await asyncio.wait_for(
-                client.get_workflow_handle(app_workflow_id(app)).execute_update("remove", result_type=int),
-                REMOVE_TIMEOUT_S,
-            )
-        except TimeoutError:
-            raise ApothicError(
-                f"removing app {app!r}: no control worker answered within {REMOVE_TIMEOUT_S:g} s on task queue "
-                f"{settings.worker.control_task_queue!r} at {settings.address}. Fix: start one with `apothic worker` "
-                "(or `apothic dev`), then run again: the next run removes what this one left."
-            ) from None
-    elif memo is not None:
-        version = memo.version
-    fleets = await _running(
-        client, f"WorkflowType = '{FLEET_WORKFLOW}' AND WorkflowId STARTS_WITH 'apothic-fleet:{_quote(app)}:' "
-                "AND ExecutionStatus = 'Running'"
-    )
-    if memo is not None:  # the current version's, which the listing may not show yet
-        from .._contracts import fleet_workflow_id
-
-        fleets = sorted(set(fleets) | {fleet_workflow_id(app, f.name, memo.version) for f in memo.functions})
-    # The registry retires the fleets it can name; a class instance's fleet (``_cls/_identity``) it cannot.
-    await asyncio.gather(*(client.get_workflow_handle(f).signal("retire") for f in fleets), return_exceptions=True)
-    left = await _wait_ended(client, fleets, fleets_wait_s)
-    return Removal(app=app, version=version, cancelled=cancelled, fleets_left=tuple(left))
-
-
-async def _cancel_all(client: Any, ids: list[str], wait_s: float) -> tuple[str, ...]:
-    """Cancel the workflows that still run; wait (at most ``wait_s``) for them to end.
-    Returns the ids it cancelled."""
-    cancelled: list[str] = []
-
-    async def one(workflow_id: str) -> None:
-        handle = client.get_workflow_handle(workflow_id)
-        try:
-            if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
-                return  # ended already (a cancel request would be accepted and do nothing)
-            try:  # one that delivered its result and is closing ends on its own: not cancelled
-                await asyncio.wait_for(handle.result(), ENDING_GRACE_S)
-                return
-            except TimeoutError:
-                pass
-            except WorkflowFailureError:
-                return
-            await handle.cancel()
-        except RPCError as e:
-            if e.status == RPCStatusCode.NOT_FOUND:
-                return  # never started
-            raise
-        cancelled.append(workflow_id)
-        try:
-            await handle.result()
-        except (WorkflowFailureError, RPCError):
-            pass  # cancelled (or failed): either way it ended
-
-    tasks = [asyncio.ensure_future(one(i)) for i in ids]
-    if tasks:
-        await asyncio.wait(tasks, timeout=wait_s)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return tuple(sorted(cancelled))
-
-
-async def _wait_ended(client: Any, workflow_ids: list[str], wait_s: float) -> list[str]:
-    """Wait for each workflow to end (a long poll on its result); the ones still running after
-    ``wait_s``."""
-    async def one(workflow_id: str) -> None:
-        handle = client.get_workflow_handle(workflow_id)
-        try:
-            desc = await handle.describe()
-        except RPCError as e:
-            if e.status == RPCStatusCode.NOT_FOUND:
-                return
-            raise
-        if desc.status != WorkflowExecutionStatus.RUNNING:
-            return
-        try:
-            await handle.result()
-        except (WorkflowFailureError, RPCError):
-            pass
-
-    tasks = {i: asyncio.ensure_future(one(i)) for i in workflow_ids}
-    if not tasks:
-        return []
-    await asyncio.wait(tasks.values(), timeout=wait_s)
-    left = [i for i, t in tasks.items() if not t.done()]
-    for t in tasks.values():
-        t.cancel()
-    await asyncio.gather(*tasks.values(), return_exceptions=True)
-    return left
 
 
 def _say(text: str) -> None:

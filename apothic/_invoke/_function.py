@@ -37,6 +37,7 @@ from .._control._loop import AioNamespace, synced, synced_iter
 from .._data._blobs import load, offload
 from .._data._serialization import CloudPickled
 from .._options._names import check_name
+from .._trace import call_span, note_job
 from ..exceptions import CallTimeoutError, InvalidError, NotFoundError, PendingLimitError, RemoteError
 from ._ephemeral import note_started
 from ._job import Job, translate_failure
@@ -88,10 +89,9 @@ async def deployed_app(cp: ControlPlaneClient, app_name: str) -> tuple[AppMemo, 
         memo = None
     where = f"on {settings.address} (namespace {settings.namespace!r})"
     if memo is None or memo.removed or not memo.version:
-        raise NotFoundError(
-            f"app {app_name!r} is not deployed {where}. Fix: deploy it first "
-            "(`app.deploy()` or `apothic deploy path/to/app.py`)."
-        )
+        from ._apps import not_deployed
+
+        raise await not_deployed(settings, app_name)  # says when it was removed, if it was
     return memo, where
 
 
@@ -224,6 +224,7 @@ class _Invocable(Generic[P, R]):
             job_id = f"job-{digest.hexdigest()[:20]}"
         else:
             job_id = new_job_id()
+        note_job(job_id)
         if limit and pending.full:
             if idempotency_key is not None and await self._job_exists(job_id):
                 return Job(job_id, client=self._cp)  # the key's job: found, not submitted
@@ -297,6 +298,7 @@ class _Invocable(Generic[P, R]):
             ) from None
 
     @synced
+    @call_span("spawn")
     async def spawn(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Job:
         """Submit one call and return its :class:`Job` at once.
 
@@ -309,6 +311,7 @@ class _Invocable(Generic[P, R]):
         return await self._start(args, kwargs, idempotency_key)
 
     @synced
+    @call_span("call")  # one trace: this span, the job's workflows, its container, the user's code
     async def remote(self, *args: Any, timeout_s: float = 600.0, **kwargs: Any) -> Any:
         """Call the function remotely and return its result.
 
@@ -405,6 +408,7 @@ class _Invocable(Generic[P, R]):
         It applies back-pressure instead of raising :class:`PendingLimitError`: it keeps at
         most ``max_pending_tasks`` of its jobs waiting beyond the fleet's slots, and waits
         while the fleet counts the limit reached, so it returns once the last job is submitted.
+        On a terminal a progress bar counts the submissions meanwhile.
         """
         return await spawn_each(self, items)
 

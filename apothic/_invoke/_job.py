@@ -19,7 +19,14 @@ from temporalio.exceptions import ApplicationError, CancelledError, TerminatedEr
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from .._contracts import EXECUTE_ACTIVITY, AttemptLogs, InvocationResult, JobInfo, JobLogs
+from .._contracts import (
+    EXECUTE_ACTIVITY,
+    INVOCATION_WORKFLOW,
+    AttemptLogs,
+    InvocationResult,
+    JobInfo,
+    JobLogs,
+)
 from .._control._client import get_client
 from .._control._connection import ControlPlaneClient
 from .._control._errors import mark_user_exception
@@ -36,7 +43,7 @@ from ..exceptions import (
     PlacementError,
     RemoteError,
 )
-from ._watch import JobEvent, check_event_types, start_offset, stream_events
+from ._watch import JobEvent, check_event_types, not_a_job, start_offset, stream_events
 
 
 class JobStatus(str, enum.Enum):
@@ -65,6 +72,17 @@ _CLOSED = {
     WorkflowExecutionStatus.TERMINATED: JobStatus.TERMINATED,
     WorkflowExecutionStatus.TIMED_OUT: JobStatus.TIMED_OUT,
 }
+
+
+def status_of(desc: Any) -> JobStatus:
+    """A job's status from its workflow's description: a closed one's outcome; an open one is
+    ``running`` once a container started its ``apothic.execute`` activity, else ``queued``."""
+    if desc.status in _CLOSED:
+        return _CLOSED[desc.status]
+    for pending in desc.raw_description.pending_activities:
+        if pending.activity_type.name == EXECUTE_ACTIVITY and pending.state == 2:  # STARTED
+            return JobStatus.RUNNING
+    return JobStatus.QUEUED
 
 
 def _detail(err: ApplicationError) -> dict[str, Any]:
@@ -148,7 +166,7 @@ class Job:
         self._cp = client or ControlPlaneClient()
 
     @classmethod
-    def from_id(cls, job_id: str, *, client: ControlPlaneClient | None = None) -> "Job":
+    def from_id(cls, job_id: str, *, client: ControlPlaneClient | None = None) -> "Job":  # noqa: UP037 - frozen signature
         """A handle on an existing job (no I/O; a missing job fails on first use with NotFoundError)."""
         if not isinstance(job_id, str) or not job_id.strip():
             raise InvalidError(
@@ -167,22 +185,19 @@ class Job:
     async def _describe(self) -> Any:
         handle = await self._handle()
         try:
-            return await handle.describe()
+            desc = await handle.describe()
         except RPCError as e:
             if e.status == RPCStatusCode.NOT_FOUND:
                 raise NotFoundError(f"no job {self.job_id!r} on this server") from None
             raise
+        if desc.workflow_type != INVOCATION_WORKFLOW:
+            raise not_a_job(self.job_id, desc.workflow_type)
+        return desc
 
     @synced
     async def status(self) -> JobStatus:
         """The job's status now (works without a running worker)."""
-        desc = await self._describe()
-        if desc.status in _CLOSED:
-            return _CLOSED[desc.status]
-        for pending in desc.raw_description.pending_activities:
-            if pending.activity_type.name == EXECUTE_ACTIVITY and pending.state == 2:  # STARTED
-                return JobStatus.RUNNING
-        return JobStatus.QUEUED
+        return status_of(await self._describe())
 
     @synced
     async def info(self) -> JobInfo:
@@ -215,7 +230,7 @@ class Job:
         return await load(result.value, self._cp.settings.blobs)
 
     @synced_class
-    async def gather(cls, *jobs: "Job") -> list[Any]:
+    async def gather(cls, *jobs: "Job") -> list[Any]:  # noqa: UP037 - frozen signature
         """Wait for every job and return their results, in the order given.
 
         ``Job.gather(a, b, c)`` blocks; ``await Job.gather.aio(a, b, c)`` awaits. The first
@@ -240,7 +255,7 @@ class Job:
         handle = await self._handle()
         try:
             return await asyncio.wait_for(handle.result(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CallTimeoutError(
                 f"waited {timeout_s:g} s for job {self.job_id}; it is still running "
                 f"(`Job.from_id({self.job_id!r}).wait()` picks it up again)"
@@ -310,7 +325,7 @@ class Job:
             raise
         try:
             await asyncio.wait_for(handle.result(), wait_s)
-        except (WorkflowFailureError, asyncio.TimeoutError, RPCError):
+        except (TimeoutError, WorkflowFailureError, RPCError):
             pass
 
     @synced_iter

@@ -35,7 +35,13 @@ from temporalio.contrib.workflow_streams import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from .._contracts import EVENT_TYPES, TERMINAL_EVENT_TYPES, JobEventRecord
+from .._contracts import (
+    EVENT_TYPES,
+    INVOCATION_WORKFLOW,
+    MAP_WORKFLOW,
+    TERMINAL_EVENT_TYPES,
+    JobEventRecord,
+)
 from .._control._config import Settings
 from .._data._blobs import load
 from .._data._serialization import CloudPickled
@@ -112,6 +118,18 @@ def check_event_types(event_types: Iterable[str] | None, where: str) -> list[str
     return types
 
 
+def not_a_job(job_id: str, workflow_type: str) -> NotFoundError:
+    """The error for an id whose workflow is not a job (a map, a fleet, ...)."""
+    if workflow_type == MAP_WORKFLOW:
+        what = "a map (fn.map, starmap or for_each): its inputs are not jobs, and its caller receives the results"
+    else:
+        what = f"a {workflow_type} workflow"
+    return NotFoundError(
+        f"{job_id!r} is {what}, not a job. Fix: pass a job id (what spawn() returned, `Job.job_id`, "
+        "`apothic jobs list`)."
+    )
+
+
 def _is_not_found(e: BaseException) -> bool:
     return isinstance(e, RPCError) and e.status == RPCStatusCode.NOT_FOUND
 
@@ -136,6 +154,8 @@ async def start_offset(client: Client, job_id: str, *, snapshot: bool, after_seq
             raise NotFoundError(f"no job {job_id!r} on this server") from None
         raise
     except WorkflowQueryFailedError as e:
+        if desc.workflow_type != INVOCATION_WORKFLOW:
+            raise not_a_job(job_id, desc.workflow_type) from None
         raise NotFoundError(f"job {job_id!r} has no event log (it was started by an older Apothic): {e}") from None
     if desc.status != WorkflowExecutionStatus.RUNNING:
         offset = max(0, offset - 1)

@@ -57,6 +57,7 @@ def _serve() -> None:
     # while an input runs, into its captured output.
     faulthandler.enable(all_threads=True)
     config = RuntimeConfig.from_env()
+    _trace_from_env(config)
     executor = MainThreadExecutor()
     runtime = Runtime(config, load_settings(), executor)
 
@@ -94,11 +95,30 @@ def _serve() -> None:
     _exit(config, executor, runtime.exit_code)
 
 
+def _trace_from_env(config: object) -> None:
+    """Export this runtime's spans (and those of the user's code) where the ``OTEL_*``
+    variables say, when the image has opentelemetry-sdk; a user's module may set up its own
+    SDK instead (``apothic/_trace``)."""
+    from .._trace import configure_from_env
+
+    configure_from_env("apothic-container", {
+        "apothic.container_id": getattr(config, "container_id", ""),
+        "apothic.app": getattr(config, "app", ""),
+        "apothic.function": getattr(config, "function", ""),
+        "apothic.version": str(getattr(config, "version", "")),
+        "apothic.task_index": os.environ.get(TASK_INDEX_ENV, "0"),
+    })
+
+
 def _exit(config: object, executor: object, code: int) -> None:
     """Exit with ``code``, first leaving it in the status file (a watcher that adopted this
-    process after a control worker restart is not its parent and cannot wait for it)."""
+    process after a control worker restart is not its parent and cannot wait for it), and
+    exporting the spans still buffered (``os._exit`` skips the SDK's own exit hook)."""
     import sys
 
+    from .._trace import flush
+
+    flush(3.0)
     executor.remove_files()  # type: ignore[attr-defined]
     status_file = getattr(config, "status_file", "")
     if status_file:

@@ -40,6 +40,8 @@ from .._control._config import Settings
 from .._data._blobs import load, offload
 from .._data._code import load_code
 from .._data._serialization import CloudPickled
+from .._trace import ATTR_APP, ATTR_ATTEMPT, ATTR_CONTAINER, ATTR_FUNCTION, ATTR_JOB, ATTR_VERSION
+from .._trace import env_context, in_context, span
 from ..exceptions import InvalidError
 from ._batcher import Batcher, NotRun
 from ._concurrent import LoopExecutor, ThreadExecutor
@@ -186,39 +188,15 @@ class Runtime:
         if self._shutdown_reason:
             return
         cfg = self.config
-        client = await connect(self.settings, start_embedded=False)
-        self._client = client
-        self.where = Whereabouts(client, cfg.container_workflow_id)  # named in each input's started event
-        self.where.start()
-        app = client.get_workflow_handle(app_workflow_id(cfg.app))
-        code, dep = await asyncio.gather(
-            app.query("code", CodeRequest(function=cfg.function, version=cfg.version), result_type=CloudPickled),
-            app.query("resolve", ResolveRequest(cfg.app, cfg.function, cfg.version), result_type=Deployment),
-        )
-        # A class (@app.cls): its instance's deployment and hooks around serving (apothic/_cls/_serve.py).
-        lifecycle = await ClassLifecycle.prepare(client, cfg.task_queue, dep)
-        dep = lifecycle.deployment if lifecycle is not None else dep
-        self._choose_runner(dep.spec)  # before the code loads: its modules see the container's time.sleep
-        try:
-            self.fn = load_code(code)  # registers the source of the user's files in linecache
-        except Exception:
-            traceback.print_exc()
-            self.exit_code = EXIT_BAD_CODE
+        # The container's start (code, mounts, @enter) continues the trace of the
+        # run_container activity that started it (TRACEPARENT in its environment).
+        attrs = {ATTR_APP: cfg.app, ATTR_FUNCTION: cfg.function, ATTR_VERSION: cfg.version,
+                 ATTR_CONTAINER: cfg.container_id}
+        with span("apothic.container.start", attrs, context=env_context(os.environ)):
+            started = await self._start()
+        if started is None:
             return
-        try:
-            await self.mounts.start()  # bucket and cloud volume files are in place before the first input
-        except MountError as e:
-            print(f"apothic: {e}", flush=True)
-            self.exit_code = EXIT_BAD_MOUNT
-            return
-        if dep.spec.batch is not None:
-            self.batcher = Batcher(
-                self.fn, dep.spec.batch, self.executor, cfg.container_id, INTERRUPT_GRACE_S, self._retire
-            )
-            self.batcher.start()
-            self.runner = self.batcher
-        if lifecycle is not None and not await lifecycle.enter(self):  # @enter, before the first poll
-            return
+        client, lifecycle = started
         worker = Worker(
             client,
             task_queue=cfg.task_queue,
@@ -244,6 +222,46 @@ class Runtime:
         await run
         if lifecycle is not None:
             await lifecycle.exit(self)  # @exit, after the last input
+
+    async def _start(self) -> tuple[Client, ClassLifecycle | None] | None:
+        """Connect, load the code, start the mounts and (a class) run @enter; None (the exit
+        code set) when the container cannot serve."""
+        cfg = self.config
+        # Traced: each input's apothic.execute span continues the trace its job's headers carry.
+        client = await connect(self.settings, start_embedded=False, traced=True)
+        self._client = client
+        self.where = Whereabouts(client, cfg.container_workflow_id)  # named in each input's started event
+        self.where.start()
+        app = client.get_workflow_handle(app_workflow_id(cfg.app))
+        code, dep = await asyncio.gather(
+            app.query("code", CodeRequest(function=cfg.function, version=cfg.version), result_type=CloudPickled),
+            app.query("resolve", ResolveRequest(cfg.app, cfg.function, cfg.version), result_type=Deployment),
+        )
+        # A class (@app.cls): its instance's deployment and hooks around serving (apothic/_cls/_serve.py).
+        lifecycle = await ClassLifecycle.prepare(client, cfg.task_queue, dep)
+        dep = lifecycle.deployment if lifecycle is not None else dep
+        self._choose_runner(dep.spec)  # before the code loads: its modules see the container's time.sleep
+        try:
+            self.fn = load_code(code)  # registers the source of the user's files in linecache
+        except Exception:
+            traceback.print_exc()
+            self.exit_code = EXIT_BAD_CODE
+            return None
+        try:
+            await self.mounts.start()  # bucket and cloud volume files are in place before the first input
+        except MountError as e:
+            print(f"apothic: {e}", flush=True)
+            self.exit_code = EXIT_BAD_MOUNT
+            return None
+        if dep.spec.batch is not None:
+            self.batcher = Batcher(
+                self.fn, dep.spec.batch, self.executor, cfg.container_id, INTERRUPT_GRACE_S, self._retire
+            )
+            self.batcher.start()
+            self.runner = self.batcher
+        if lifecycle is not None and not await lifecycle.enter(self):  # @enter, before the first poll
+            return None
+        return client, lifecycle
 
     def _choose_runner(self, spec: FunctionSpec) -> None:
         """Where inputs run, and how many activities the worker takes at once: one (the main
@@ -332,12 +350,21 @@ class Runtime:
                 non_retryable=True,
             )
 
+    def _span(self, name: str, job_id: str, **extra: Any) -> Any:
+        """A span of this container's (``apothic.execute ...``), under the activity's."""
+        cfg = self.config
+        return span(name, {ATTR_APP: cfg.app, ATTR_FUNCTION: cfg.function, ATTR_VERSION: cfg.version,
+                           ATTR_CONTAINER: cfg.container_id, ATTR_JOB: job_id, **extra})
+
     @activity.defn(name=EXECUTE_ACTIVITY)
     async def execute(self, inp: ExecuteInput) -> ExecuteOutput:
         self._check_input(inp.function, inp.version)
         self._in_flight += 1
+        cfg = self.config
         try:
-            return await self._execute(inp)
+            with self._span(f"apothic.execute {cfg.app}.{cfg.function} attempt {inp.attempt}", inp.job_id,
+                            **{ATTR_ATTEMPT: inp.attempt}):
+                return await self._execute(inp)
         finally:
             self._in_flight -= 1
             self._last_busy = time.monotonic()
@@ -414,8 +441,11 @@ class Runtime:
             job_id=f"{inp.job_id}#{item.index}", function=inp.function, version=inp.version,
             args=item.args, timeout_s=inp.timeout_s,
         )
+        cfg = self.config
         try:
-            return await self._execute(one, bulk=bulk)
+            with self._span(f"apothic.execute {cfg.app}.{cfg.function} item {item.index}", one.job_id,
+                            **{"apothic.map_index": item.index}):
+                return await self._execute(one, bulk=bulk)
         except ApplicationError as e:
             return e
 
@@ -424,8 +454,10 @@ class Runtime:
             args, kwargs = await load(inp.args, self.settings.blobs)
         except InvalidError as e:  # its blob cannot be read, or another Python pickled it
             raise ApplicationError(str(e), type="apothic.InvalidInput", non_retryable=True) from None
-        item = WorkItem(self.fn, tuple(args), dict(kwargs), checkpoint_in=inp.checkpoint, skip_outputs=inp.skip_outputs,
-                        job_id=inp.job_id)
+        # The user's code runs with this input's span current (a span it opens is its child),
+        # on whichever thread or loop runs it.
+        item = WorkItem(in_context(self.fn), tuple(args), dict(kwargs), checkpoint_in=inp.checkpoint,
+                        skip_outputs=inp.skip_outputs, job_id=inp.job_id)
         watch_item(self.channel, item, inp.args, inp.job_id)  # the supervisor learns when its code runs
         publisher: EventPublisher | None = None
         batched = self.batcher is not None

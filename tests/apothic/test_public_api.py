@@ -16,7 +16,7 @@ import apothic
 ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = [
-    "ApothicError", "App", "AppDeployment", "CallTimeoutError", "CloudBucketMount", "Cls", "ControlPlaneClient", "Cron", "Dict",
+    "ApothicError", "App", "AppDeployment", "AppInfo", "CallTimeoutError", "CloudBucketMount", "Cls", "ControlPlaneClient", "Cron", "Dict",
     "Function", "FunctionTimeoutError", "Image", "InvalidError", "Job", "JobCancelledError", "JobEvent", "JobStatus",
     "LivConfig", "LivError", "LocalEntrypoint",
     "NotFoundError", "NotSupportedError", "PendingLimitError", "Period", "PlacementError", "Queue", "RemoteError", "RemoteFunction", "Retries",
@@ -233,6 +233,15 @@ SIGNATURES = {
     "Secret.objects.list": "() -> list[SecretInfo]",
     "Secret.objects.delete": "(name: str, *, allow_missing: bool = False) -> None",
     "SecretInfo": "(name: str, keys: tuple[str, ...], created_at: datetime, updated_at: datetime) -> None",
+    "App.objects.list": "(*, client: ControlPlaneClient | None = None) -> list[AppInfo]",
+    "App.objects.stop": "(name: str, *, wait_s: float = 120.0, client: ControlPlaneClient | None = None) -> None",
+    "App.objects.remove": (
+        "(name: str, *, allow_missing: bool = False, client: ControlPlaneClient | None = None) -> None"
+    ),
+    "AppInfo": (
+        "(name: str, version: int, deployed_at: datetime | None, functions: tuple[str, ...], "
+        "schedules: dict[str, str], containers: int, ephemeral: bool) -> None"
+    ),
     "concurrent": "(*, max_inputs: int, target_inputs: int | None = None) -> Callable[[F], F]",
     "batched": "(*, max_batch_size: int, wait_ms: int) -> Callable[[F], F]",
     "liv": "(**settings: Any) -> Callable[[Any], Any]",

@@ -35,7 +35,7 @@ from apothic import (
     Period,
     Retries,
 )
-from apothic._cli._cli import _list_jobs
+from apothic._cli._jobs import list_jobs as _list_jobs
 from apothic._contracts import JobInfo, app_workflow_id, schedule_id
 from apothic._schedule._cron import next_cron_times, temporal_cron
 from apothic._control._loop import run_blocking
