@@ -509,6 +509,9 @@ class FleetInput:
     failures: int = 0
     retired: bool = False
     weights: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Jobs held by a drain (``apothic apps stop``) and a drain not yet done, across continue-as-new.
+    held: list[str] = dataclasses.field(default_factory=list)
+    drain: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -556,6 +559,9 @@ class ContainerStopped:
     container_id: str
     ok: bool
     reason: str = ""
+    # The start failed in a way no other start can escape (an image that cannot be built or
+    # pulled, no offer at all): the fleet fails the waiting jobs at once.
+    permanent: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,10 @@ served by ``_volumes.VolumesMixin``, and an instance's record and checks are in 
 Instance life (``vast-api.md`` §5): ``actual_status`` is ``"loading"`` for ``loading_s``
 seconds after the create, then ``"running"`` while its command runs, then ``"exited"`` when
 the main command ends by itself; ``"offline"`` when its host dies; ``"stopped"`` after a stop
-request. ``intended_status``/``cur_state``/``next_state`` are ``"running"`` unless stopped.
+request. An image that cannot be pulled (the ``fail_pull`` fault, or in ``docker`` mode an
+image this host's engine does not have) leaves the instance ``loading`` with the daemon's
+error in ``status_msg`` (``manifest for X not found: manifest unknown``), as a host does
+that keeps retrying the pull. ``intended_status``/``cur_state``/``next_state`` are ``"running"`` unless stopped.
 A destroyed instance disappears: a read answers ``{"instances": null}``.
 
 What runs (``runtype``, as the real service interprets it):
@@ -46,6 +49,7 @@ import re
 import secrets
 import shlex
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -54,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from ._catalogue import Ask, Machine, build_catalogue, priced_row
-from ._faults import FaultsMixin
+from ._faults import FaultsMixin, pull_error_text
 from ._reply import Reply, error
 from ._runners import DockerRunner, ProcessRunner, kill_marked
 from ._search import SEARCH_CONTROL, Filter, QueryError, parse_filters, parse_order, select, sort_rows
@@ -139,7 +143,9 @@ class SimCore(FaultsMixin, VolumesMixin):
                            "stuck_offers": sorted(self._stuck_offers), "stuck_next": self._stuck_next,
                            "lost_creates": len(self._lost_creates),
                            "ignored_filters": sorted(self._ignored_filters),
-                           "armed_host_deaths": {str(k): v for k, v in self._armed_deaths.items()}},
+                           "armed_host_deaths": {str(k): v for k, v in self._armed_deaths.items()},
+                           "pull_failures": [{"image": r.image.pattern if r.image else None, "remaining": r.remaining}
+                                             for r in self._pull_failures]},
                 "marker": f"{self.token}:",
                 "instance_mode": self.instance_mode,
             }
@@ -276,6 +282,7 @@ class SimCore(FaultsMixin, VolumesMixin):
                 inst.stuck = True
                 if ask_id not in self._stuck_offers:
                     self._stuck_next -= 1
+            inst.pull_error = self.pull_error_for(inst.image) or ""
             if ask_id in self._armed_deaths:
                 self._schedule(self._armed_deaths.pop(ask_id), self._kill_machine, machine.machine_id)
             price = body.get("price")
@@ -336,8 +343,13 @@ class SimCore(FaultsMixin, VolumesMixin):
     def _lifecycle(self, inst: Instance, generation: int) -> None:
         if inst.stop_event.wait(self.loading_s):
             return
+        missing = (not inst.pull_error and self.instance_mode == "docker" and inst.image
+                   and not self._image_present(inst.image))
         with self._lock:
             if inst.destroyed or inst.generation != generation or inst.actual_status != "loading" or inst.stuck:
+                return
+            if inst.pull_error or missing:
+                inst.status_msg = inst.pull_error or pull_error_text(inst.image)
                 return
             argv, keepalive = self._command(inst)
             runner = None
@@ -369,6 +381,15 @@ class SimCore(FaultsMixin, VolumesMixin):
             inst.actual_status = "exited"
             inst.exit_code = code
             inst.status_msg = f"Exited ({code})"
+
+    def _image_present(self, image: str) -> bool:
+        """Whether this host's engine has ``image`` (what a host's registry would serve)."""
+        try:
+            done = subprocess.run([self.docker, "image", "inspect", image], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return True  # the engine did not answer: let the run say what is wrong
+        return done.returncode == 0
 
     def _command(self, inst: Instance) -> tuple[list[str], bool]:
         """The argv of the instance's main process, and whether the container outlives it."""

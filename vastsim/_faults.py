@@ -49,6 +49,7 @@ class FaultsMixin:
         self._lost_creates: list[tuple[str, float]] = []
         self._ignored_filters: set[str] = set()
         self._armed_deaths: dict[int, float] = {}
+        self._pull_failures: list[_PullRule] = []
 
     def clear_faults(self) -> None:
         """Remove every pending fault. Offers already taken and hosts already dead stay so."""
@@ -143,6 +144,35 @@ class FaultsMixin:
         with self._lock:
             self._lost_creates.extend([(mode, float(delay_s))] * int(count))
 
+    def fail_pull(self, image: str | None = None, count: int = 1, message: str | None = None) -> None:
+        """Make the image of the next ``count`` created instances (whose image matches the
+        regular expression ``image``, any when None) impossible to pull: after ``loading_s``
+        the instance stays ``loading`` and its ``status_msg`` shows the Docker daemon's error,
+        as a host whose registry has no such image does. ``count=0``: every matching create.
+
+        Args:
+            message: the ``status_msg``; by default ``Error response from daemon: manifest for
+                <image> not found: manifest unknown: manifest unknown``.
+        """
+        if count < 0:
+            raise ValueError("count must be >= 0 (0: every matching create)")
+        with self._lock:
+            self._pull_failures.append(_PullRule(re.compile(image) if image else None, int(count) or -1, message))
+
+    def pull_error_for(self, image: str) -> str | None:
+        """The pull error a new instance of ``image`` gets, if a ``fail_pull`` rule matches (and
+        consume it)."""
+        with self._lock:
+            for rule in self._pull_failures:
+                if rule.image is not None and not rule.image.search(image):
+                    continue
+                if rule.remaining > 0:
+                    rule.remaining -= 1
+                    if rule.remaining == 0:
+                        self._pull_failures.remove(rule)
+                return rule.message or pull_error_text(image)
+        return None
+
     def ignore_filter(self, field: str) -> None:
         """Make the search ignore every filter on ``field`` (as the name was sent, or the
         column it resolves to), so it returns offers that violate it."""
@@ -150,7 +180,7 @@ class FaultsMixin:
             self._ignored_filters.add(field)
 
     FAULTS = ("rate_limit", "fail_requests", "take_offer", "stick_loading", "host_dies",
-              "lose_create_response", "ignore_filter", "clear_faults")
+              "lose_create_response", "ignore_filter", "fail_pull", "clear_faults")
 
     def check_rules(self, method: str, path: str) -> Reply | None:
         """The injected error for this request, if a rule matches (and consume it)."""
@@ -165,6 +195,18 @@ class FaultsMixin:
                     self._rules.remove(rule)
                 return _injected(rule)
         return None
+
+
+@dataclass
+class _PullRule:
+    image: re.Pattern[str] | None
+    remaining: int  # -1: every matching create
+    message: str | None
+
+
+def pull_error_text(image: str) -> str:
+    """What the Docker daemon says of an image its registry does not have."""
+    return f"Error response from daemon: manifest for {image} not found: manifest unknown: manifest unknown"
 
 
 def _injected(rule: _StatusRule) -> Reply:

@@ -45,6 +45,7 @@ class Instance:
     exit_code: int | None = None
     onstart_exit_code: int | None = None
     stuck: bool = False
+    pull_error: str = ""
     runner: ProcessRunner | None = None
     pids: list[int] = field(default_factory=list)
     host_ports: dict[str, str] = field(default_factory=dict)

@@ -29,7 +29,7 @@ Admin routes (not Vast's; no auth): ``GET /_sim/state``, ``GET /_sim/requests``,
 ``GET /_sim/catalogue``, ``POST /_sim/faults`` with ``{"kind": <fault>, ...arguments}`` where
 kind is a fault method of :class:`Simulator` (``rate_limit``, ``fail_requests``,
 ``take_offer``, ``stick_loading``, ``host_dies``, ``lose_create_response``, ``ignore_filter``,
-``clear_faults``), ``DELETE /_sim/faults`` (clear), ``GET /_sim/instances/{id}/log`` and
+``fail_pull``, ``clear_faults``), ``DELETE /_sim/faults`` (clear), ``GET /_sim/instances/{id}/log`` and
 ``GET /_sim/logs/{token}`` (the ``result_url`` of a log request).
 """
 

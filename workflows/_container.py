@@ -76,6 +76,7 @@ class ContainerWorkflow:
     async def run(self, inp: ContainerInput) -> RunContainerOutput:
         dep = inp.deployment
         ok, reason, exit_code = True, "drained", 0
+        permanent = False  # a start that no retry can fix (ContainerStartRefused)
         provider = dep.spec.provider  # "" until the run says where it was placed
         where: dict[str, Any] = {}
         run = workflow.start_activity(
@@ -91,7 +92,7 @@ class ContainerWorkflow:
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=1),
                 maximum_interval=timedelta(seconds=10),
-                non_retryable_error_types=["ContainerExited", "ContainerStartFailed"],
+                non_retryable_error_types=["ContainerExited", "ContainerStartFailed", "ContainerStartRefused"],
             ),
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=f"run container {inp.container_id}",
@@ -115,6 +116,7 @@ class ContainerWorkflow:
                     cause = e.cause
                     ok, exit_code = False, _exit_code(cause)
                     reason = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+                    permanent = isinstance(cause, ApplicationError) and cause.type == "ContainerStartRefused"
         except (asyncio.CancelledError, CancelledError):
             # Cancelled from outside (UI, CLI): stop the container, then release as below.
             # (Not a `finally`: that would also run when the worker evicts this workflow.)
@@ -146,7 +148,8 @@ class ContainerWorkflow:
             ok, reason, self.state = False, f"{reason}; release failed: {release_error}", "release_failed"
         try:
             await workflow.get_external_workflow_handle(inp.fleet_id).signal(
-                "container_stopped", ContainerStopped(container_id=inp.container_id, ok=ok, reason=reason)
+                "container_stopped",
+                ContainerStopped(container_id=inp.container_id, ok=ok, reason=reason, permanent=permanent),
             )
         except Exception:
             pass  # the fleet has ended; nobody is waiting for this container

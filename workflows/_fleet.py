@@ -56,6 +56,11 @@ class FleetWorkflow:
     has released its machine. A fleet with no container and no waiting job ends. A retired
     fleet (its version was superseded or the app removed) still serves the jobs that started on
     its version, and drains its containers as soon as none waits.
+
+    The signal ``drain`` (``apothic apps stop``) drains every container now and keeps the fleet:
+    the jobs outstanding at that moment are "held" (their inputs run on the draining
+    containers, so they start no container) until no draining container is left; jobs that
+    come later start containers as usual, and so do held ones still waiting after that.
     """
 
     @workflow.init
@@ -67,9 +72,15 @@ class FleetWorkflow:
         self.failures = inp.failures
         self.retired = inp.retired
         self.last_error = ""
+        self.refused = False  # the last failure was permanent (ContainerStopped.permanent)
         self.changed = False
         self.knobs = False  # FLEET_KNOBS_PATCH, decided in the first round
         self.published = FleetPending()  # what the memo says (carried by continue-as-new)
+        # The signal ``drain`` (``apothic apps stop``): done in the next round.
+        self.drain_requested = inp.drain
+        # Jobs outstanding when the containers were drained: not counted when scaling up while a
+        # draining container is left (they run there, or get a container once those are gone).
+        self.held: set[str] = set(inp.held)
 
     @workflow.signal
     def demand(self, d: Demand) -> None:
@@ -79,6 +90,7 @@ class FleetWorkflow:
             self.outstanding[d.job_id] = max(1, d.weight)
         else:
             self.outstanding.pop(d.job_id, None)
+            self.held.discard(d.job_id)
         self.changed = True
 
     @workflow.signal
@@ -89,12 +101,26 @@ class FleetWorkflow:
         else:
             self.failures += 1
             self.last_error = s.reason
+            if s.permanent:  # no other start can pass (an image that cannot be built): fail the jobs now
+                self.refused, self.failures = True, max(self.failures, MAX_START_FAILURES)
+        self._release_held()
         self.changed = True
 
     @workflow.signal
     def retire(self) -> None:
         self.retired = True
         self.changed = True
+
+    @workflow.signal
+    def drain(self) -> None:
+        """Drain every container now (``apothic apps stop``); the fleet stays for later calls."""
+        self.drain_requested = True
+        self.changed = True
+
+    def _release_held(self) -> None:
+        """Held jobs count again once no draining container is left to finish their inputs."""
+        if self.held and not any(c.draining for c in self.containers.values()):
+            self.held.clear()
 
     @workflow.query
     def status(self) -> FleetStatus:
@@ -128,6 +154,11 @@ class FleetWorkflow:
                 await self._fail_waiting_jobs()
             if self.knobs:
                 self._publish_pending()  # before starting containers, which takes a task each
+            if self.drain_requested:  # never true in histories from before the signal existed
+                self.drain_requested = False
+                self.held |= set(self.outstanding)
+                await self._drain_all()
+                self._release_held()
             if self.retired and not self.outstanding:
                 await self._drain_all()
             else:
@@ -160,7 +191,8 @@ class FleetWorkflow:
         # target_inputs (default concurrent_requests) per process, tasks_per_container processes
         # (both 1 for deployments from before they existed: the old rule).
         per = container_target(self.dep.spec)
-        return min(self.dep.spec.max_containers, math.ceil(self._demand() / per))
+        demand = sum(w for j, w in self.outstanding.items() if j not in self.held) if self.held else self._demand()
+        return min(self.dep.spec.max_containers, math.ceil(demand / per))
 
     def _to_start(self) -> int:
         """Containers to start now: what the demand wants beyond the active ones, and never
@@ -221,6 +253,7 @@ class FleetWorkflow:
         )
         for job_id in result.closed:
             self.outstanding.pop(job_id, None)
+            self.held.discard(job_id)
 
     async def _drain_all(self) -> None:
         for cid, record in list(self.containers.items()):
@@ -238,14 +271,17 @@ class FleetWorkflow:
     async def _fail_waiting_jobs(self) -> None:
         reason = (
             f"no container of {self.dep.app}.{self.dep.function} v{self.dep.version} could start "
-            f"({self.failures} attempts); last error: {self.last_error}"
+            + ("(a start that cannot succeed)" if self.refused else f"({self.failures} attempts)")
+            + f"; last error: {self.last_error}"
         )
+        self.refused = False
         for job_id in list(self.outstanding):
             try:
                 await workflow.get_external_workflow_handle(job_id).signal("capacity_failed", reason)
             except Exception:
                 pass
             self.outstanding.pop(job_id, None)
+            self.held.discard(job_id)
         # Let a later job try again from scratch.
         self.failures = 0
 
@@ -261,4 +297,6 @@ class FleetWorkflow:
             failures=self.failures,
             retired=self.retired,
             weights=dict(self.outstanding),
+            held=sorted(self.held),
+            drain=self.drain_requested,
         )

@@ -13,13 +13,22 @@ Errors::
      ├── OfferGone            create answered 404/410 no_such_ask: rented by someone else
      ├── InstanceNotFound     the instance does not exist (any more)
      ├── CreateOutcomeUnknown the create's answer was lost and no instance with its label showed up
-     └── ProvisionFailed      provision() ran out of offers; .attempts says why each failed
+     └── ProvisionFailed      provision() ran out of offers; .attempts says why each failed, and
+                              .permanent is True when no other offer could do better (the
+                              image cannot be pulled: every host would fail the same way)
 
 Retries: 429 is retried for every call (Vast refused it, so nothing happened) with
 exponential backoff and jitter, a bounded number of times. Reads, searches and destroys are
 also retried on 5xx and connection errors. A create is never re-sent when its outcome is
 unknown (timeout, dropped connection, 5xx): the client lists instances and looks for the
 create's unique ``label`` instead, so that a retry never rents a second, paid machine.
+
+Permanent and transient start failures: :func:`provision` moves to the next offer when one
+fails for a reason of that offer (taken by someone else, its host went offline, it stayed
+loading past the ready timeout), and stops at once, destroying what it created, when the
+instance's ``status_msg`` shows that its image cannot be pulled (``manifest unknown``,
+``pull access denied``, ...): renting another machine for the same image would fail the
+same way and cost money again.
 
 Limits: a client must be used from one event loop (``httpx.AsyncClient``); interruptible (bid)
 rentals, templates and SSH keys are not supported; ``search`` needs an
@@ -46,12 +55,19 @@ from .. import Offer, OfferQuery, matches
 
 __all__ = [
     "CreateOutcomeUnknown", "InstanceNotFound", "OfferGone", "ProvisionAttempt", "ProvisionFailed",
-    "RetryPolicy", "VastAuthError", "VastClient", "VastError", "VastRateLimited", "provision",
+    "RetryPolicy", "VastAuthError", "VastClient", "VastError", "VastRateLimited", "provision", "rented_cost",
 ]
 
 DEFAULT_URL = "https://console.vast.ai"
 FAILED_STATUSES = frozenset({"exited", "offline", "unknown", "stopped", "frozen"})
 """``actual_status`` values after which an instance will not reach ``running`` by itself."""
+PULL_ERROR = re.compile(
+    r"manifest unknown|manifest for \S+ not found|pull access denied|repository does not exist|no such image"
+    r"|(?:error|failed to) pull|unauthorized|denied: ",
+    re.IGNORECASE,
+)
+"""A ``status_msg`` saying the instance's image cannot be pulled (Vast shows the Docker daemon's
+error while the instance is ``loading`` or ``created``): no host will do better."""
 
 _log = logging.getLogger(__name__)
 _VERSIONED = re.compile(r"^/api/v\d+/")
@@ -133,13 +149,21 @@ class ProvisionFailed(VastError):
         attempts: one entry per offer tried, in order, with the reason it failed.
     """
 
-    def __init__(self, attempts: Sequence[ProvisionAttempt], message: str | None = None) -> None:
+    def __init__(self, attempts: Sequence[ProvisionAttempt], message: str | None = None, *,
+                 permanent: bool = False) -> None:
         self.attempts = tuple(attempts)
+        self.permanent = permanent
         if message is None:
             n = len(self.attempts)
             message = (f"no Vast offer could be provisioned ({n} tried)" + (": " if n else "") +
                        "; ".join(str(a) for a in self.attempts))
         super().__init__(message)
+
+
+def rented_cost(seconds: float, dph: float) -> dict[str, float]:
+    """``rented_s`` and ``cost_usd`` (price per hour x time) of an instance rented ``seconds``."""
+    seconds = max(0.0, seconds)
+    return {"rented_s": round(seconds, 3), "cost_usd": round(seconds * dph / 3600.0, 6)}
 
 
 @dataclass(frozen=True)
@@ -569,13 +593,18 @@ async def provision(client: VastClient, ranked_offers: Iterable[Offer], *, image
     or a create whose outcome stays unknown) go to the next offer; otherwise poll the
     instance until it is ``running``. An instance that leaves ``loading`` for a failed state
     (``exited``, ``offline``, ...) or is not running after ``ready_timeout_s`` is destroyed and
-    the next offer tried. Once one runs, any other instance carrying ``label`` (a lost create
-    that appeared late) is destroyed.
+    the next offer tried. An instance whose image cannot be pulled (:data:`PULL_ERROR` in its
+    ``status_msg``) is destroyed and provisioning stops at once (``ProvisionFailed.permanent``).
+    Once one runs, any other instance carrying ``label`` (a lost create that appeared late) is
+    destroyed.
 
     ``on_event(kind, data)`` (sync or async) is told every step; ``data`` is JSON-able and
     never holds ``env``. Kinds: ``create`` (offer_id), ``offer_gone``, ``create_failed``
-    (reason), ``created`` (instance_id), ``status`` (actual_status, status_msg), ``not_ready``
-    (reason), ``destroyed``, ``running``, ``stray_destroyed``, ``failed`` (attempts).
+    (reason), ``created`` (instance_id, dph_total), ``status`` (actual_status, status_msg),
+    ``not_ready`` (reason, permanent), ``destroyed`` (rented_s, cost_usd: from the create to the
+    destroy, at the offer's ``dph_total``), ``running`` (loading_s), ``stray_destroyed``,
+    ``failed`` (attempts, permanent), ``destroy_failed`` (reason) when a destroy is still refused
+    after the client's retries (the label sweeps at the end, and the caller's release, try again).
 
     Args:
         client: the client.
@@ -592,7 +621,8 @@ async def provision(client: VastClient, ranked_offers: Iterable[Offer], *, image
         ``(instance_id, offer)`` of the running instance.
 
     Raises:
-        ProvisionFailed: no offer gave a running instance; ``attempts`` says why.
+        ProvisionFailed: no offer gave a running instance; ``attempts`` says why, ``permanent``
+            whether the failure would repeat on any other offer.
         VastAuthError, VastRateLimited: not specific to an offer, so not tried further.
 
     On any exception or cancellation, the instances this call created are destroyed.
@@ -604,6 +634,8 @@ async def provision(client: VastClient, ranked_offers: Iterable[Offer], *, image
                 await result
 
     attempts: list[ProvisionAttempt] = []
+    loop = asyncio.get_running_loop()
+    permanent = False
     offers = list(ranked_offers)
     if max_offers is not None:
         offers = offers[:max_offers]
@@ -627,29 +659,48 @@ async def provision(client: VastClient, ranked_offers: Iterable[Offer], *, image
                 attempts.append(ProvisionAttempt(offer, f"create failed: {e}"))
                 await emit("create_failed", {**base, "reason": str(e)})
                 continue
-            await emit("created", {**base, "instance_id": instance_id})
-            reason = await _wait_running(client, instance_id, ready_timeout_s, poll_interval_s,
-                                         lambda kind, data: emit(kind, {**base, **data}))
+            created_at = loop.time()
+            await emit("created", {**base, "instance_id": instance_id, "dph_total": offer.dph_total})
+            reason, permanent = await _wait_running(client, instance_id, ready_timeout_s, poll_interval_s,
+                                                    lambda kind, data: emit(kind, {**base, **data}))
             if reason is None:
-                await emit("running", {**base, "instance_id": instance_id})
+                await emit("running", {**base, "instance_id": instance_id,
+                                       "loading_s": round(loop.time() - created_at, 3)})
                 await _sweep(client, label, keep=instance_id, emit=emit)
                 return instance_id, offer
-            await emit("not_ready", {**base, "instance_id": instance_id, "reason": reason})
-            await client.destroy(instance_id)
-            await emit("destroyed", {**base, "instance_id": instance_id})
+            await emit("not_ready", {**base, "instance_id": instance_id, "reason": reason, "permanent": permanent})
+            try:
+                await client.destroy(instance_id)
+            except VastError as e:  # still refused after the client's retries: the label sweeps retry it
+                if isinstance(e, VastAuthError):
+                    raise
+                _log.warning("vast: destroying instance %s failed (%s); it is swept by its label", instance_id, e)
+                await emit("destroy_failed", {**base, "instance_id": instance_id, "reason": str(e)})
+            else:
+                await emit("destroyed", {**base, "instance_id": instance_id,
+                                         **rented_cost(loop.time() - created_at, offer.dph_total)})
             attempts.append(ProvisionAttempt(offer, reason, instance_id))
+            if permanent:
+                break
     except BaseException:
         await asyncio.shield(_sweep(client, label, keep=None, emit=None))
         raise
     await _sweep(client, label, keep=None, emit=emit)
-    failure = ProvisionFailed(attempts) if offers else ProvisionFailed([], "no Vast offer to provision")
-    await emit("failed", {"label": label, "attempts": [str(a) for a in attempts]})
+    if not offers:
+        failure = ProvisionFailed([], "no Vast offer to provision", permanent=True)
+    elif permanent:
+        failure = ProvisionFailed(attempts, "the image cannot be pulled, so no other offer was tried: "
+                                  f"{attempts[-1]}", permanent=True)
+    else:
+        failure = ProvisionFailed(attempts)
+    await emit("failed", {"label": label, "attempts": [str(a) for a in attempts], "permanent": failure.permanent})
     raise failure
 
 
 async def _wait_running(client: VastClient, instance_id: int, timeout_s: float, interval_s: float,
-                        emit: Callable[[str, dict[str, Any]], Awaitable[None]]) -> str | None:
-    """None once the instance runs, else why it will not."""
+                        emit: Callable[[str, dict[str, Any]], Awaitable[None]]) -> tuple[str | None, bool]:
+    """``(None, False)`` once the instance runs, else why it will not and whether another
+    offer would fail the same way (its image cannot be pulled)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     last: Any = ()
@@ -661,7 +712,7 @@ async def _wait_running(client: VastClient, instance_id: int, timeout_s: float, 
         except InstanceNotFound:
             row, missing = None, missing + 1
             if missing >= 3:
-                return "the instance disappeared"
+                return "the instance disappeared", False
         except (VastRateLimited, VastError) as e:
             if isinstance(e, VastAuthError):
                 raise
@@ -672,12 +723,14 @@ async def _wait_running(client: VastClient, instance_id: int, timeout_s: float, 
                 await emit("status", {"instance_id": instance_id, "actual_status": status, "status_msg": msg})
                 last = status
             if status == "running":
-                return None
+                return None, False
+            if PULL_ERROR.search(msg):
+                return f"pulling the image failed (instance {status}): {msg}", True
             if status in FAILED_STATUSES or (status == "created" and "error" in msg.lower()):
-                return f"instance {status} before running" + (f": {msg}" if msg else "")
+                return f"instance {status} before running" + (f": {msg}" if msg else ""), False
         remaining = deadline - loop.time()
         if remaining <= 0:
-            return f"not running after {timeout_s:g}s (last status {last if last != () else None!r})"
+            return f"not running after {timeout_s:g}s (last status {last if last != () else None!r})", False
         await asyncio.sleep(min(interval_s, remaining))
 
 
