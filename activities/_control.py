@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,6 +14,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from apothic._control._config import Settings, apothic_home
+from apothic._trace import ATTR_APP, ATTR_CONTAINER, ATTR_FUNCTION, ATTR_OFFER, ATTR_PROVIDER, ATTR_VERSION
+from apothic._trace import env_carrier, passed_env, spanned
 from apothic._contracts import (
     CLOSED_JOBS_ACTIVITY,
     ENSURE_FLEET_ACTIVITY,
@@ -40,6 +43,7 @@ from apothic.placement import Offer, choose, placement_query
 from apothic.placement.providers.offers import explain_no_match, gather_offers
 
 from ._hosts import DockerHost, Host, ProcessHost, Progress, Started, StartFailed, VastHost, heartbeating
+from ._needed import NotNeeded, fleet_asker, until_not_needed
 from ._schedules import ScheduleActivities
 from ._secrets import redact, resolve_secrets, secret_values
 from ._where import placement_of, tell_placed
@@ -62,13 +66,19 @@ WAITERS_REFRESH_S = 5.0
 DRAIN_GRACE_S = 30.0
 
 
+def _span_attrs(inp: RunContainerInput) -> dict[str, Any]:
+    """The attributes of a container's placement and provisioning spans (names and ids)."""
+    dep = inp.deployment
+    return {ATTR_APP: dep.app, ATTR_FUNCTION: dep.function, ATTR_VERSION: dep.version, ATTR_CONTAINER: inp.container_id}
+
+
 class ControlActivities:
     """The control worker's activities, bound to its settings."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.providers = settings.provider_settings()
-        self.hosts: dict[str, Host] = {"process": ProcessHost()}
+        self.hosts: dict[str, Host] = {"process": ProcessHost(self.providers)}
         mark_volume_registry(settings)  # clients of this server on this host check volumes at deploy
 
     def all(self) -> list[Any]:
@@ -158,10 +168,19 @@ class ControlActivities:
                     )
                     return await self._ended(inp, host, code)
         progress = self._progress(inp)
+        needed = fleet_asker(activity.client(), dep.fleet_id, inp.container_id)
+        if started is None and details and await needed() is False:
+            # A start a lost worker left unfinished (its rental destroyed by adopt), and no job
+            # needs this container any more: nothing is rented again.
+            return RunContainerOutput(container_id=inp.container_id, exit_code=EXIT_OK,
+                                      reason="not needed: no job needed it when its start was resumed")
         if started is None:
             # Read first: a missing secret fails the waiting jobs before anything is built or rented.
             secret_env = await resolve_secrets(self.settings, inp)
-            host, offer, candidates = await heartbeating(self._place(dep, progress), lambda: activity.heartbeat(0, ""))
+            host, offer, candidates = await heartbeating(spanned(
+                "apothic.placement", _span_attrs(inp), self._place(dep, progress),
+                lambda placed: {ATTR_PROVIDER: placed[1].provider, ATTR_OFFER: str(placed[1].offer_id)},
+            ), lambda: activity.heartbeat(0, ""))
             placed = host
             tick = lambda: activity.heartbeat(0, placed.name)  # noqa: E731
             tick()
@@ -169,12 +188,25 @@ class ControlActivities:
             try:
                 mounts = await prepare_mounts(dep.spec, host.name, inp.container_id, self.settings, progress, tick)
                 env.update(mounts.env)
-                started = await host.start(inp.container_id, env, dep.spec, offer, progress, tick, candidates,
-                                           mounts=mounts)
+                # A start that no job needs for the idle window (the job was cancelled while the
+                # rented machine loaded) is cancelled: its cleanup destroys what was rented.
+                started = await until_not_needed(
+                    spanned(f"apothic.provision {host.name}",
+                            {**_span_attrs(inp), ATTR_PROVIDER: host.name, ATTR_OFFER: str(offer.offer_id)},
+                            host.start(inp.container_id, env, dep.spec, offer, progress, tick, candidates, mounts=mounts)),
+                    needed, dep.idle_s or self.settings.worker.container_idle_s,
+                )
+            except NotNeeded as e:
+                await progress("container", {"status": "not_needed", "provider": host.name, "reason": str(e)})
+                return RunContainerOutput(container_id=inp.container_id, exit_code=EXIT_OK,
+                                          reason=f"not needed: {e}", provider=host.name)
             except StartFailed as e:
                 # A retryable failure (the engine did not answer) is retried by the activity's
-                # policy; the others end this container (the fleet decides what next).
-                kind = "ContainerStartUnavailable" if e.retryable else "ContainerStartFailed"
+                # policy; a permanent one (an image that cannot be built or pulled) makes the
+                # fleet fail the waiting jobs at once; the others end this container (the fleet
+                # decides what next).
+                kind = ("ContainerStartUnavailable" if e.retryable else
+                        "ContainerStartRefused" if e.permanent else "ContainerStartFailed")
                 raise ApplicationError(redact(str(e), secret_env.values()), type=kind,
                                        non_retryable=not e.retryable) from None
             except Exception as e:
@@ -240,7 +272,7 @@ class ControlActivities:
                 "Fix: relax the function's placement filters or enable another provider."
             )
             await progress("placement", {"status": "no_match", "reason": message})
-            raise ApplicationError(message, type="ContainerStartFailed", non_retryable=True)
+            raise ApplicationError(message, type="ContainerStartRefused", non_retryable=True)
         best = ranked[0]
         await progress(
             "placement",
@@ -292,7 +324,8 @@ class ControlActivities:
         """The runtime's environment: the function's secrets, then (never overridden by them)
         the connection and the deployment. The host adds its own few (container id, ...)."""
         dep = inp.deployment
-        env = dict(secrets)
+        # The worker's OTEL_* and this trace's context (apothic/_trace); a secret's win.
+        env = {**passed_env(os.environ), **env_carrier(), **secrets}
         env.update(self.settings.connection_env())
         env.update(
             APOTHIC_CONTAINER_WORKFLOW_ID=inp.container_workflow_id,

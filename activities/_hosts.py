@@ -27,6 +27,7 @@ from temporalio import activity
 
 from apothic._control._config import ProviderSettings, apothic_home
 from apothic._data._signing import KEY_ENV, container_env
+from apothic._trace import ATTR_IMAGE, spanned
 from apothic._contracts import FunctionSpec
 from apothic._image import Image
 from apothic.placement import Offer, placement_query
@@ -40,11 +41,19 @@ from apothic.placement.providers import (
     provision,
 )
 from apothic.placement.providers.docker import DockerUnavailable
-from apothic.placement.providers.process import EXIT_UNKNOWN, MountRefused
+from apothic.placement.providers.process import (
+    EXIT_UNKNOWN,
+    MountRefused,
+    Overlay,
+    namespace_unavailable,
+    overlay_refused,
+)
 
 from ._volumes import mirrors_in, pull_mirrors, push_mirrors, record_vast_volume, vast_volume_info
-from apothic.placement.providers.vast import InstanceNotFound, VastError
-from apothic.placement.providers.images import ImageNotSupported, check_venv_image, read_venv_image
+from apothic.placement.providers.vast import InstanceNotFound, ProvisionFailed, VastError, VastRateLimited
+from apothic.placement.providers.images import ImageNotSupported, check_venv_image, image_paths, read_venv_image
+
+from . import _limits
 
 # Called with (event, data) for each step worth telling the job (image build, provisioning).
 Progress = Callable[[str, dict[str, Any]], Awaitable[None] | None]
@@ -57,11 +66,36 @@ _EXIT_LINE = re.compile(r"apothic-runtime: exit (-?\d+)")
 
 
 class StartFailed(Exception):
-    """The container could not be started; ``retryable`` is False when retrying cannot help."""
+    """The container could not be started.
 
-    def __init__(self, message: str, retryable: bool = False) -> None:
+    ``retryable``: the same attempt may succeed later (the engine did not answer, the API rate
+    limited us); the activity retries it. ``permanent``: no other start of this deployment can
+    succeed either (an image that cannot be built or pulled, no offer at all); the fleet fails
+    the jobs that wait at once instead of starting another container.
+    """
+
+    def __init__(self, message: str, retryable: bool = False, permanent: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.permanent = permanent and not retryable
+
+
+# Output of a failed image build that says the failure may pass (the network, a registry that
+# was busy, an engine that did not answer): such a build is not a permanent failure.
+_TRANSIENT_BUILD = re.compile(
+    r"temporary failure in name resolution|could not resolve|connection (reset|refused|timed out)|timed? ?out"
+    r"|tls handshake|i/o timeout|too ?many ?requests|(?:status|http|error)[ :]*(?:429|50[234])|bad gateway"
+    r"|service unavailable"
+    r"|network is unreachable|cannot connect to the docker daemon|no space left on device",
+    re.IGNORECASE,
+)
+
+
+def build_failure_is_permanent(text: str) -> bool:
+    """Whether a failed image build will fail again: a base image that does not exist, an apt
+    or pip package that does not exist, a command of the image that fails are; a network or
+    registry hiccup is not."""
+    return not _TRANSIENT_BUILD.search(text)
 
 
 def gets_payload_key(start: Callable[..., Awaitable[Started]]) -> Callable[..., Awaitable[Started]]:
@@ -77,7 +111,8 @@ def gets_payload_key(start: Callable[..., Awaitable[Started]]) -> Callable[..., 
         except Exception as e:
             key = key_env.get(KEY_ENV)
             if key and key in str(e):
-                raise StartFailed(str(e).replace(key, "<payload key>"), getattr(e, "retryable", False)) from None
+                raise StartFailed(str(e).replace(key, "<payload key>"), getattr(e, "retryable", False),
+                                  getattr(e, "permanent", False)) from None
             raise
 
     return with_key
@@ -124,7 +159,7 @@ async def _building(image: Image, build: Callable[[Callable[[str], None]], Await
             await _emit(progress, "image", {"status": "output", "image": image.tag, "lines": batch})
 
     await _emit(progress, "image", {"status": "building", "image": image.tag})
-    task = asyncio.ensure_future(build(on_output))
+    task = asyncio.ensure_future(spanned("apothic.image.build", {ATTR_IMAGE: image.tag}, build(on_output)))
     try:
         while not task.done():
             await asyncio.wait({task}, timeout=every_s)
@@ -138,7 +173,7 @@ async def _building(image: Image, build: Callable[[Callable[[str], None]], Await
         text = f"building image {image.tag} failed: {e}"
         if last and last not in text:
             text += f"\n--- last output ---\n{last}"
-        raise StartFailed(text) from None
+        raise StartFailed(text, permanent=build_failure_is_permanent(text)) from None
     finally:
         if not task.done():
             task.cancel()
@@ -183,18 +218,39 @@ class Started:
 
 
 class ProcessHost:
+    """This host: a container is a process (``placement/providers/process.py``), its image a
+    cached virtual environment whose paths are shown where the image put them, its ``cpu`` and
+    ``memory_mb`` enforced by a cgroup of its own (``_limits``)."""
+
     name = "process"
 
-    def __init__(self) -> None:
+    def __init__(self, settings: ProviderSettings | None = None) -> None:
+        self.settings = settings
         self.provider = ProcessProvider(apothic_home() / "logs" / "containers")
 
     def usable_for(self, spec: FunctionSpec) -> str | None:
-        """Why this function's image cannot be a virtual environment here (None: it can)."""
+        """Why this function cannot run here (None: it can): an image a virtual environment
+        cannot be, image paths this host cannot show at their paths, or ``cpu``/``memory_mb``
+        this host cannot enforce while the docker provider, which enforces them, is on."""
         if spec.image:
+            image = Image.from_dict(spec.image)
             try:
-                check_venv_image(Image.from_dict(spec.image))
+                check_venv_image(image)
             except ImageNotSupported as e:
                 return e.reason
+            paths = image_paths(image)
+            why = namespace_unavailable() if paths else None
+            if why:
+                return (f"the image puts files at {paths[0]}, which the process provider shows at that path in a "
+                        f"private mount namespace, and {why}, or run this function on the docker provider")
+            for path in paths:
+                refused = overlay_refused(path, [str(self.provider.state_dir)])
+                if refused:
+                    return f"{refused}, or run this function on the docker provider"
+        why = _limits.unavailable()
+        if why and self.settings is not None and "docker" in self.settings.enabled:
+            return (f"this host cannot enforce cpu={spec.cpu} and memory_mb={spec.memory_mb} for a process ({why}); "
+                    "the docker provider enforces them")
         return None
 
     @gets_payload_key
@@ -203,6 +259,7 @@ class ProcessHost:
         progress: Progress, tick: Tick, candidates: list[Offer] | None = None, mounts: Any = None,
     ) -> Started:
         python = cwd = None
+        overlays: list[Overlay] = []
         if spec.image:
             image = Image.from_dict(spec.image)
             path = await _building(
@@ -215,14 +272,44 @@ class ProcessHost:
             await _emit(progress, "image", {"status": "ready", "image": image.tag, "venv": str(path)})
             env = {**venv.env, **env}  # the image's variables; the given ones (secrets included) win
             python = str(venv.python)
-            cwd = str(venv.workdir) if venv.workdir and venv.workdir.is_dir() else None
+            overlays = [Overlay(str(venv.folder(p)), p) for p in venv.paths]
+            cwd = venv.workdir
         env = _with_tasks(env, spec, None)  # GPUs: the worker's CUDA_VISIBLE_DEVICES, if any
+        where: dict[str, Any] = {}
+        cgroup = None
+        why = _limits.unavailable()
+        if why is None:
+            try:
+                cgroup = await asyncio.to_thread(_limits.create, self.provider.state_dir, container_id, spec.cpu,
+                                                 spec.memory_mb)
+            except _limits.LimitsUnavailable as e:
+                raise StartFailed(f"cpu={spec.cpu} and memory_mb={spec.memory_mb} cannot be enforced: {e}; "
+                                  "Fix: run this function on the docker provider") from None
+            views = list(cgroup.views) if namespace_unavailable() is None else []
+            env["APOTHIC_MEMORY_CGROUP"] = cgroup.memory[1] if views else cgroup.memory[0]
+            where.update(cpu=spec.cpu, memory_mb=spec.memory_mb)
+        else:
+            views = []
+            where["not_enforced"] = ["cpu", "memory_mb"]
+            await _emit(progress, "container", {
+                "warning": f"cpu={spec.cpu} and memory_mb={spec.memory_mb} are not enforced: this host gives the "
+                f"process provider no cgroup ({why}). Fix: enable the docker provider, which enforces them."})
         try:
             handle = await self.provider.start(container_id, env, python=python, cwd=cwd,
-                                               binds=mounts.binds if mounts else None)
+                                               binds=mounts.binds if mounts else None, overlays=overlays,
+                                               views=views, join=list(cgroup.dirs) if cgroup else None)
         except MountRefused as e:
+            await asyncio.to_thread(self._clean, container_id)
             raise StartFailed(str(e)) from None
-        return Started(handle.pid, handle, {"pid": handle.pid})
+        except BaseException:
+            await asyncio.to_thread(self._clean, container_id)
+            raise
+        return Started(handle.pid, handle, {"pid": handle.pid, **where})
+
+    def _clean(self, container_id: str) -> None:
+        """Remove what a container that no longer runs leaves: its cgroup, its image layers."""
+        _limits.remove(self.provider.state_dir, container_id)
+        self.provider.remove_layer(container_id)
 
     async def adopt(self, container_id: str, token: int) -> Any:
         return self.provider.adopt(container_id, token)
@@ -231,10 +318,15 @@ class ProcessHost:
         return int(handle.pid)
 
     async def wait(self, handle: Any, timeout: float) -> int | None:
-        return await self.provider.wait(handle, timeout)
+        code = await self.provider.wait(handle, timeout)
+        if code is not None:
+            await asyncio.to_thread(self._clean, handle.container_id)
+        return code
 
     async def stop(self, handle: Any, grace_s: float, tick: Tick) -> int:
-        return await self.provider.stop(handle, grace_s, tick=tick)
+        code = await self.provider.stop(handle, grace_s, tick=tick)
+        await asyncio.to_thread(self._clean, handle.container_id)
+        return code
 
     async def exit_status(self, container_id: str) -> int:
         return self.provider.exit_status(container_id)
@@ -243,7 +335,9 @@ class ProcessHost:
         return self.provider.log_tail(container_id)
 
     async def release(self, container_id: str) -> list[str]:
-        return [str(p) for p in await asyncio.to_thread(self.provider.release, container_id)]
+        killed = await asyncio.to_thread(self.provider.release, container_id)
+        await asyncio.to_thread(self._clean, container_id)
+        return [str(p) for p in killed]
 
     async def close(self, handle: Any) -> None:
         pass
@@ -391,7 +485,10 @@ class VastHost:
             await record_vast_volume(mounts, client, chosen, progress)
         except VastError as e:
             await client.aclose()
-            raise StartFailed(f"no Vast.ai offer could be rented: {e}") from None
+            # Rate limited: this start may pass later (the activity retries it). An image no
+            # host can pull, or no offer at all: no other start can pass (the fleet stops).
+            raise StartFailed(f"no Vast.ai offer could be rented: {e}", retryable=isinstance(e, VastRateLimited),
+                              permanent=isinstance(e, ProvisionFailed) and e.permanent) from None
         except BaseException:
             await client.aclose()
             raise
@@ -403,7 +500,13 @@ class VastHost:
     async def adopt(self, container_id: str, token: int) -> Any:
         """The instance carrying this container's label (``token``: its id; 0: look it up),
         whatever its state (``wait`` reads how it ended). None when it is gone; an API error
-        propagates (the activity is retried, nothing is released on a guess)."""
+        propagates (the activity is retried, nothing is released on a guess).
+
+        ``token`` 0 means the worker that rented it was lost before the rental completed
+        (still loading, or not yet created): nobody waits for such an instance to become ready
+        or knows whether it is still needed, so the ones not ``running`` are destroyed here and
+        the start begins again (the new attempt then asks whether it is still needed).
+        """
         client = self._client()
         try:
             if token:
@@ -413,7 +516,12 @@ class VastHost:
                     row = None
                 rows = [row] if row is not None and row.get("label") == container_id else []
             else:
-                rows = await client.list_instances(label=container_id)
+                rows = []
+                for row in await client.list_instances(label=container_id):
+                    if row.get("actual_status") == "running":
+                        rows.append(row)
+                    else:
+                        await client.destroy(int(row["id"]))
         except BaseException:
             await client.aclose()
             raise

@@ -20,6 +20,10 @@ and tells a crash of the function from the loss of its container:
   runs (``os._exit``, SIGSEGV, SIGKILL, the kernel's out-of-memory killer) fails that input
   with ``apothic.ProcessDied``: a user failure, retried by the function's ``retries``, whose
   message names the exit code or signal and whose ``logs`` are the input's captured output.
+  A SIGKILL while the container's memory cgroup counted another out-of-memory kill
+  (``oom_kill`` of its ``memory.events`` or v1 ``memory.oom_control``: the container's own
+  group, where Docker and the process provider show it, or ``APOTHIC_MEMORY_CGROUP``) says
+  "ran out of memory (memory_mb=N)", with details ``oom`` and ``memory_mb``.
   Its other inputs (waiting, or whose code had finished) fail as ``apothic.NotRun``, an
   infrastructure failure that does not count against ``retries``. A map's batch is completed
   with the results its last heartbeat carried, the crashed input's failure and ``NotRun`` for
@@ -133,6 +137,10 @@ class _Child:
         self.leaving = ""
         # Why the supervisor killed it: ("timeout" | "cancelled", input id, item index) or None.
         self.cause: tuple[str, int, int | None] | None = None
+        # The container's out-of-memory kills when it started (None: not counted here), and
+        # whether it was one of them.
+        self.oom_at: int | None = None
+        self.oom = False
 
 
 class Supervisor:
@@ -153,6 +161,7 @@ class Supervisor:
         self.code = EXIT_OK
         self.starts = 0
         self._reporter: ActivityReports | None = None
+        self.memory = memory_folder(self.env)
         self.dir = _make_dir()
 
     # --- the loop ------------------------------------------------------------------------------
@@ -219,6 +228,7 @@ class Supervisor:
             os.close(wfd)
         os.set_blocking(rfd, False)
         child = _Child(index, proc, rfd, scratch)
+        child.oom_at = oom_kills(self.memory)
         self.children.append(child)
         self.sel.register(rfd, selectors.EVENT_READ, child)
 
@@ -319,6 +329,8 @@ class Supervisor:
         except (ProcessLookupError, PermissionError):
             pass
         died_running = child.cause is not None or any(inp.running for inp in child.inputs.values())
+        if rc == -signal.SIGKILL and child.cause is None and child.oom_at is not None:
+            child.oom = (oom_kills(self.memory) or 0) > child.oom_at
         if child.inputs and not child.leaving:
             self._report(child, rc)
         shutil.rmtree(child.scratch, ignore_errors=True)
@@ -328,7 +340,7 @@ class Supervisor:
                 os.unlink(f"{status}.task{child.index}")
             except OSError:
                 pass
-        how = how_it_ended(rc)
+        how = self._how(child, rc)
         if child.leaving:
             _say(f"task {child.index} {how}: {child.leaving}")
             return
@@ -350,9 +362,27 @@ class Supervisor:
 
     # --- reports -------------------------------------------------------------------------------
 
+    def _how(self, child: _Child, rc: int) -> str:
+        """How ``child`` ended: :func:`how_it_ended`, or out of memory (see the module doc)."""
+        if not child.oom:
+            return how_it_ended(rc)
+        mb = memory_limit_mb(self.memory)
+        limit = f"memory_mb={mb}" if mb else "the memory of the machine"
+        return (f"ran out of memory ({limit}; the kernel's out-of-memory killer sent it SIGKILL when the "
+                "container's processes together reached it)")
+
+    def _died(self, child: _Child, how: str, logs: str, beside: int, rc: int) -> tuple[str, dict[str, Any]]:
+        """The message and details of ``apothic.ProcessDied`` for an input ``child`` ran."""
+        message, detail = died_message(how, logs, beside), _died_detail(logs, rc, beside)
+        if child.oom:
+            message += ("\nFix: give the function more memory (@app.function(memory_mb=...)), or make it use "
+                        "less at once")
+            detail.update(oom=True, memory_mb=memory_limit_mb(self.memory))
+        return message, detail
+
     def _report(self, child: _Child, rc: int) -> None:
         """Settle the inputs ``child`` held when it ended (see the module doc)."""
-        how = how_it_ended(rc)
+        how = self._how(child, rc)
         # The capture files of the user code that ran: inputs with another file ran beside (the
         # inputs of one batched call share theirs).
         logs_running = [log for inp in child.inputs.values() for _, log in inp.running.values()]
@@ -370,7 +400,8 @@ class Supervisor:
             elif child.cause is None and inp.running:
                 logs = read_log(inp.last_log)
                 beside = sum(log != inp.last_log for log in logs_running)
-                self.reporter.fail(inp, died_message(how, logs, beside), PROCESS_DIED, _died_detail(logs, rc, beside))
+                message, detail = self._died(child, how, logs, beside, rc)
+                self.reporter.fail(inp, message, PROCESS_DIED, detail)
             else:
                 self.reporter.fail(inp, not_run_message(how, child.cause), NOT_RUN,
                                    {"logs": read_log(inp.last_log, HEARTBEAT_LOG_BYTES)})
@@ -394,8 +425,8 @@ class Supervisor:
                                  "error_detail": {"logs": logs}}
             elif child.cause is None:
                 beside = sum(other != log for other in logs_running)
-                failed[index] = {"error_message": died_message(how, logs, beside), "error_type": PROCESS_DIED,
-                                 "error_detail": _died_detail(logs, child.proc.returncode, beside)}
+                message, detail = self._died(child, how, logs, beside, child.proc.returncode)
+                failed[index] = {"error_message": message, "error_type": PROCESS_DIED, "error_detail": detail}
         self.reporter.complete_batch(inp, failed, not_run_message(how, child.cause))
 
 
@@ -414,6 +445,46 @@ def how_it_ended(rc: int) -> str:
     if number == signal.SIGKILL:
         text += " (sent by kill -9, or by the kernel when the machine runs out of memory)"
     return text
+
+
+def memory_folder(env: dict[str, str]) -> str:
+    """The folder of the container's memory cgroup, as the container sees it: where a container
+    sees its own, unless ``APOTHIC_MEMORY_CGROUP`` names it ("": none, a process container
+    without a cgroup, whose ``/sys/fs/cgroup`` is the host's)."""
+    if "APOTHIC_MEMORY_CGROUP" in env:
+        return env["APOTHIC_MEMORY_CGROUP"]
+    return "/sys/fs/cgroup" if os.path.exists("/sys/fs/cgroup/memory.events") else "/sys/fs/cgroup/memory"
+
+
+def oom_kills(folder: str) -> int | None:
+    """How many processes the out-of-memory killer killed in cgroup ``folder`` (None: unknown)."""
+    if not folder:
+        return None
+    for name in ("memory.events", "memory.oom_control"):
+        try:
+            with open(os.path.join(folder, name)) as f:
+                text = f.read()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+    return None
+
+
+def memory_limit_mb(folder: str) -> int | None:
+    """The memory limit of cgroup ``folder`` in MiB (None: none, or unknown)."""
+    if not folder:
+        return None
+    for name in ("memory.max", "memory.limit_in_bytes"):
+        try:
+            with open(os.path.join(folder, name)) as f:
+                value = f.read().strip()
+        except OSError:
+            continue
+        return int(value) >> 20 if value.isdigit() and int(value) < 1 << 60 else None
+    return None
 
 
 def _tail(text: str, lines: int = 20, chars: int = 3000) -> str:

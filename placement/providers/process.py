@@ -19,16 +19,34 @@ the given environment carries them. It runs as the worker's user on the worker's
 though: this keeps credentials out of its environment, not out of its reach (``docker`` is
 the provider that isolates).
 
-Mounts (volumes, bucket caches): with ``binds``, the runtime starts in a private mount
-namespace (``unshare --mount`` from util-linux, then ``mount --bind`` per mount, read-only
-ones remounted ``ro``, then ``exec``: the pid stays the runtime's, so signals, exit codes and
-adoption work as without mounts), so that each folder appears at the user's own path for
-this process only. Needs root (``CAP_SYS_ADMIN``). A mount path missing on the host is
-created there as an empty directory (the mount point; it stays). A mount path over a folder
-the runtime needs (its interpreter, the Apothic package, the state folder) is refused.
+Mounts: the paths of the function's image, its volumes and bucket caches are where the user
+wrote them, as in a container. With any of them (or a cgroup to show), the runtime starts in a
+private mount namespace (``unshare --mount`` from util-linux, then ``mount`` per path, then
+``cd`` to the image's workdir, then ``exec``: the pid stays the runtime's, so signals, exit
+codes and adoption work as without mounts), so that each folder appears at its path for this
+process only. Needs root (``CAP_SYS_ADMIN``).
 
-Limits: one host (adoption and release see only this host's processes); ``cpu``,
-``memory_mb`` and ``disk_gb`` are not enforced (the docker provider enforces them).
+- An image's folders (:class:`Overlay`: where its files were added, its ``workdir``) are
+  overlay mounts: the host's folder below, the image's files on top, the container's writes in
+  a layer of its own (``<state folder>/<container id>.fs``, removed with the container), never
+  in the host's folder or the cached image. An image path that would take the writes meant
+  for the host (a folder holding the state folder, the blob store or a volume's folder), or
+  hide a mount below it, or is ``/`` itself, is refused.
+- Volumes and bucket caches (:class:`Bind`) are bind mounts over them (read-only ones
+  remounted ``ro``). A mount path over a folder the runtime needs (its interpreter, the
+  Apothic package, the state folder) is refused.
+- The container's cgroup folders (``activities/_limits.py``) are bound read-only over
+  ``/sys/fs/cgroup`` (or its v1 ``memory`` and ``cpu`` hierarchies), in a cgroup namespace of
+  its own (``unshare --cgroup``): the function reads its limits where a container does.
+
+A mount path missing on the host is created there as an empty directory (the mount point; it
+stays), unless it lies under one of the image's paths: then it is made in the container's layer.
+
+Limits: one host (adoption and release see only this host's processes). ``cpu`` and
+``memory_mb`` are enforced by the container's cgroup when this host allows one (its first
+process joins it before anything runs, :func:`join_command`, and a process of its own removes it once
+it has emptied); ``disk_gb`` is not enforced (the docker
+provider enforces it where its storage driver allows).
 """
 
 from __future__ import annotations
@@ -67,51 +85,161 @@ class Bind:
     read_only: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Overlay:
+    """The image folder ``source`` shown at ``target`` over the host's folder there."""
+
+    source: str
+    target: str
+
+
 class MountRefused(Exception):
     """The mounts cannot be made on this host (the message names the path or tool and the fix)."""
 
 
-# Runs in the private mount namespace: bind each (source, target, ro) triple, then exec the rest.
-_MOUNT_SCRIPT = (
-    'set -e; while [ "$1" != "--" ]; do mount --bind "$1" "$2"; '
-    'if [ "$3" = ro ]; then mount -o remount,bind,ro "$2"; fi; shift 3; done; shift; exec "$@"'
+# Runs first, in the container's first process: start the cgroups' remover (outside them, in a
+# session of its own, without the container's variables: it is no process of the container),
+# join each cgroup, exec the rest.
+_JOIN_SCRIPT = (
+    'set -e; dirs=""; while [ "$1" != "--" ]; do dirs="$dirs $1"; shift; done; shift; '
+    'own=""; if command -v setsid >/dev/null; then own=setsid; fi; '  # out of the container's process group
+    'env -u APOTHIC_CONTAINER_ID -u APOTHIC_STATUS_FILE $own /bin/sh -c "$0" apothic-limits-remover $$ $dirs '
+    '</dev/null >/dev/null 2>&1 & '
+    'for d in $dirs; do echo $$ > "$d/cgroup.procs"; done; exec "$@"'
 )
+# Waits until the container's process (pid $1) has ended and the first cgroup has no process
+# left (what user code started), then removes each cgroup and its parent when empty. The
+# control worker removes them too, when it sees the container end; this covers a container
+# that ends with no worker left to see it.
+_REMOVER_SCRIPT = (
+    'trap "" HUP INT TERM; pid=$1; shift; while kill -0 "$pid" 2>/dev/null; do sleep 1; done; '
+    'while read -r _ < "$1/cgroup.procs"; do sleep 1; done; '
+    'for d; do rmdir "$d" 2>/dev/null || true; rmdir "${d%/*}" 2>/dev/null || true; done'
+)
+
+# Runs in the private mount namespace: each operation (3 words), then exec the rest.
+_MOUNT_SCRIPT = (
+    'set -e; while [ "$1" != "--" ]; do case "$1" in '
+    'bind) mount --bind "$2" "$3";; '
+    'ro) mount --bind "$2" "$3"; mount -o remount,bind,ro "$3";; '
+    'overlay) mount -t overlay apothic-image -o "$2" "$3";; '
+    'dir) mkdir -p "$2";; '
+    'cd) cd "$2";; '
+    'esac; shift 3; done; shift; exec "$@"'
+)
+# Characters overlayfs cannot take in a folder's name in its options.
+_OVERLAY_UNSAFE = (",", ":", "\\")
 
 
 def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def mount_command(binds: list[Bind], argv: list[str], needed: list[str]) -> list[str]:
-    """``argv`` run in a private mount namespace with ``binds`` (see the module docstring).
+def namespace_unavailable() -> str | None:
+    """Why this host cannot give a container its own mount namespace (None: it can)."""
+    missing = [tool for tool in ("unshare", "mount") if shutil.which(tool) is None]
+    if missing:
+        return (f"{' and '.join(missing)} (Debian package util-linux, and mount) is missing; "
+                "Fix: apt-get install util-linux mount")
+    if os.geteuid() != 0:
+        return "it needs root (a private mount namespace); Fix: run the control worker as root"
+    return None
+
+
+def overlay_refused(target: str, writable: list[str]) -> str | None:
+    """Why image path ``target`` cannot be an overlay on this host (None: it can).
+
+    ``writable``: folders whose writes the host must see (the state folder, the blob store,
+    the volumes' folders), which an overlay over them would keep in the container's layer.
+    """
+    if target == "/":
+        return ("files added at the image's root / cannot be shown on the process provider (it would "
+                "cover the whole host); Fix: add them under a folder such as /srv")
+    if any(c in target for c in _OVERLAY_UNSAFE):
+        return f"image path {target} holds a ',', ':' or '\\', which an overlay mount cannot take; Fix: rename it"
+    for folder in writable:
+        if folder and (_under(os.path.realpath(folder), target) or _under(folder, target)):
+            return (f"image path {target} holds {folder}, which the process provider's container writes to for "
+                    "this host; Fix: add the image's files under another folder, e.g. /srv")
+    return None
+
+
+def _mounts_below(target: str) -> list[str]:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4].replace("\\040", " ") for line in f]
+    except OSError:
+        return []
+    return [p for p in points if p != target and _under(p, target)]
+
+
+def _mount_point(target: str, what: str) -> None:
+    try:
+        os.makedirs(target, exist_ok=True)
+    except OSError as e:
+        raise MountRefused(f"{what} {target} cannot be a directory on this host ({e.strerror}); "
+                           "Fix: use another path, e.g. /data") from None
+    if not os.path.isdir(os.path.realpath(target)):
+        raise MountRefused(f"{what} {target} is a file on this host; Fix: use another path, e.g. /data")
+
+
+def mount_command(
+    binds: list[Bind], argv: list[str], needed: list[str], *, overlays: list[Overlay] | None = None,
+    layer: Path | None = None, writable: list[str] | None = None, views: list[Bind] | None = None,
+    cwd: str | None = None,
+) -> list[str]:
+    """``argv`` run in a private mount namespace (see the module docstring): ``overlays``
+    (their writable layers made under ``layer``), then ``binds``, then ``views`` (read-only,
+    in a cgroup namespace of its own), then ``cd cwd``.
 
     Raises:
         MountRefused: not root, ``unshare``/``mount`` missing, a mount path over a folder in
-            ``needed``, or a mount path that cannot be a directory on this host.
+            ``needed``, an overlay refused by :func:`overlay_refused` or over another mount,
+            or a mount path that cannot be a directory on this host.
     """
-    missing = [tool for tool in ("unshare", "mount") if shutil.which(tool) is None]
-    if missing:
-        raise MountRefused(f"mounting volumes on the process provider needs {' and '.join(missing)} (Debian package "
-                           "util-linux, and mount); Fix: apt-get install util-linux mount, or use the docker provider")
-    if os.geteuid() != 0:
-        raise MountRefused("mounting volumes on the process provider needs root (a private mount namespace); "
-                           "Fix: run the control worker as root, or use the docker provider")
-    args: list[str] = []
+    why = namespace_unavailable()
+    if why:
+        raise MountRefused(f"mounting the image's paths and volumes on the process provider: {why}, "
+                           "or use the docker provider")
+    ops: list[str] = []
+    for i, o in enumerate(sorted(overlays or [], key=lambda o: o.target.count("/"))):
+        refused = overlay_refused(o.target, [*(writable or []), *(b.source for b in binds)])
+        if refused is None and any(c in o.source or c in str(layer) for c in _OVERLAY_UNSAFE):
+            refused = f"the image's folder {o.source} holds a ',', ':' or '\\'; Fix: set APOTHIC_HOME to a plain path"
+        if refused is None and _mounts_below(o.target):
+            refused = (f"image path {o.target} would hide the mount at {_mounts_below(o.target)[0]} of this host; "
+                       "Fix: add the image's files under another folder, e.g. /srv")
+        if refused:
+            raise MountRefused(f"{refused} (or use the docker provider)")
+        assert layer is not None
+        _mount_point(o.target, "image path")
+        upper, work = layer / str(i) / "upper", layer / str(i) / "work"
+        upper.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
+        ops += ["overlay", f"lowerdir={o.source}:{o.target},upperdir={upper},workdir={work}", o.target]
     for b in binds:
         for need in needed:
             if _under(os.path.realpath(need), b.target) or _under(need, b.target):
                 raise MountRefused(f"mount path {b.target} would hide {need}, which the process provider's "
                                    "container needs; Fix: mount it elsewhere, e.g. /data, or use the docker provider")
-        try:
-            os.makedirs(b.target, exist_ok=True)
-        except OSError as e:
-            raise MountRefused(f"mount path {b.target} cannot be a directory on this host ({e.strerror}); "
-                               "Fix: mount it elsewhere, e.g. /data") from None
-        if not os.path.isdir(b.target):
-            raise MountRefused(f"mount path {b.target} is a file on this host; Fix: mount it elsewhere, e.g. /data")
-        args += [b.source, b.target, "ro" if b.read_only else "rw"]
-    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _MOUNT_SCRIPT,
-            "apothic-mounts", *args, "--", *argv]
+        if any(_under(b.target, o.target) for o in overlays or []):
+            ops += ["dir", b.target, "-"]  # in the container's layer, not on the host
+        else:
+            _mount_point(b.target, "mount path")
+        ops += ["ro" if b.read_only else "bind", b.source, b.target]
+    for v in views or []:
+        ops += ["ro", v.source, v.target]
+    if cwd:
+        ops += ["cd", cwd, "-"]
+    namespaces = ["--mount", *(["--cgroup"] if views else [])]
+    return ["unshare", *namespaces, "--propagation", "private", "--", "/bin/sh", "-c", _MOUNT_SCRIPT,
+            "apothic-mounts", *ops, "--", *argv]
+
+
+def join_command(groups: list[str], argv: list[str]) -> list[str]:
+    """``argv`` run by a process that first joins the cgroup folders ``groups`` (without spaces),
+    which a process of their own removes once they have emptied (see ``_REMOVER_SCRIPT``)."""
+    return ["/bin/sh", "-c", _JOIN_SCRIPT, _REMOVER_SCRIPT, *groups, "--", *argv]
 
 
 @dataclasses.dataclass
@@ -135,29 +263,46 @@ class ProcessProvider:
     def _paths(self, container_id: str) -> tuple[Path, Path]:
         return self.state_dir / f"{container_id}.log", self.state_dir / f"{container_id}.exit"
 
+    def layer(self, container_id: str) -> Path:
+        """The folder of the writable layers of a container's image paths."""
+        return self.state_dir / f"{container_id}.fs"
+
     async def start(
         self, container_id: str, env: Mapping[str, str], *, python: str | None = None, cwd: str | None = None,
-        binds: list[Bind] | None = None,
+        binds: list[Bind] | None = None, overlays: list[Overlay] | None = None, views: list[Bind] | None = None,
+        join: list[str] | None = None,
     ) -> ProcessHandle:
         """Start ``python -m apothic.runtime`` (the worker's interpreter unless ``python`` names
-        an image's virtual environment) with ``env``, in ``cwd`` if given, with ``binds``
-        mounted in its own mount namespace (:func:`mount_command`; :class:`MountRefused`)."""
+        an image's virtual environment) with ``env``, in ``cwd`` if given, having joined the
+        cgroup folders ``join`` first, with ``overlays`` and ``binds`` mounted and ``views`` shown in
+        its own mount namespace (:func:`mount_command`; :class:`MountRefused`)."""
         argv = [python or sys.executable, "-m", "apothic.runtime"]
-        if binds:
+        if binds or overlays or views:
             import apothic
 
             needed = [argv[0], sys.prefix, os.path.dirname(os.path.dirname(os.path.abspath(apothic.__file__))),
                       str(self.state_dir), *([cwd] if cwd else [])]
             store = env.get("APOTHIC_BLOB_STORE", "")
+            writable = [str(self.state_dir)]
             if store and not store.startswith("s3://"):
                 needed.append(store)
-            argv = mount_command(binds, argv, needed)
+                writable.append(store)
+            if overlays:
+                # The image's workdir is among its own paths: it is entered after the mounts.
+                needed = [n for n in needed if n != cwd]
+            argv = mount_command(binds or [], argv, needed, overlays=overlays, layer=self.layer(container_id),
+                                 writable=writable, views=views, cwd=cwd)
+            cwd = None
+        if join:
+            argv = join_command(join, argv)
         log_path, status_path = self._paths(container_id)
         status_path.unlink(missing_ok=True)
         full_env = passed_env()
         full_env.update(env)
         full_env[CONTAINER_ENV] = container_id
         full_env["APOTHIC_STATUS_FILE"] = str(status_path)
+        # Where its supervisor counts out-of-memory kills: its own cgroup, never the host's.
+        full_env.setdefault("APOTHIC_MEMORY_CGROUP", "")
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_path, "ab") as log:
             proc = await asyncio.create_subprocess_exec(
@@ -242,7 +387,10 @@ class ProcessProvider:
             return ""
 
     def release(self, container_id: str) -> list[int]:
-        """Kill every process on this host that carries ``container_id``; returns their pids."""
+        """Kill every process on this host that carries ``container_id``; returns their pids.
+
+        Its image paths' writable layers go too.
+        """
         killed = []
         for pid in _pids_carrying(container_id):
             try:
@@ -250,7 +398,12 @@ class ProcessProvider:
                 killed.append(pid)
             except ProcessLookupError:
                 pass
+        self.remove_layer(container_id)
         return killed
+
+    def remove_layer(self, container_id: str) -> None:
+        """Remove the writable layers of a container that no longer runs (idempotent)."""
+        shutil.rmtree(self.layer(container_id), ignore_errors=True)
 
 
 def containers_in(state_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, list[int]]:

@@ -22,7 +22,7 @@ from .docker_image import ensure_image
 from .docker_layout import BASE_IMAGES, DERIVED_REPOSITORY, ImageRef, base_image_tag
 from .errors import ImageBuildFailed, ImageNotSupported
 from .pip_settings import PipSettings, host_pip_settings
-from .venv import MANIFEST, VenvImage, check_venv_image, ensure_venv, find_uv, read_venv_image
+from .venv import MANIFEST, VenvImage, check_venv_image, ensure_venv, find_uv, image_paths, read_venv_image
 from .wheels import repack_distribution
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "ensure_venv",
     "find_uv",
     "host_pip_settings",
+    "image_paths",
     "read_venv_image",
     "repack_distribution",
 ]

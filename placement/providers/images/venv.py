@@ -15,10 +15,13 @@
 * ``apt_install``, ``run_commands``, ``from_registry`` and ``from_dockerfile`` need a real
   container: :class:`ImageNotSupported` lists every such step and names the docker provider.
 
-Local files cannot land at absolute paths on the host, so they are rebased: a file added at
-``/app/data.txt`` lands at ``<venv>/fs/app/data.txt``; ``workdir("/app")`` becomes
-``<venv>/fs/app`` (created), and ``APOTHIC_IMAGE_ROOT`` in the recorded environment points at
-``<venv>/fs``. Python sources from ``add_local_python_source`` go to ``<venv>/apothic-src``,
+Local files keep their absolute paths: a file added at ``/app/data.txt`` is copied to
+``<venv>/fs/app/data.txt`` and the container sees it at ``/app/data.txt``, through an overlay
+mount of ``<venv>/fs/app`` over the host's ``/app`` in its own mount namespace (the process
+provider, :mod:`apothic.placement.providers.process`); ``workdir("/app")`` is the folder it
+starts in. :func:`image_paths` names those folders: where files were added (the folder of a
+file, the target of a directory) and the workdir, the outermost of nested ones. Nothing is
+rebased. Python sources from ``add_local_python_source`` go to ``<venv>/apothic-src``,
 which a ``.pth`` file puts on the venv's ``sys.path``.
 
 Caching and concurrency: the venv of an image lives at ``root/<image.tag>-<runtime key>``
@@ -41,6 +44,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import posixpath
 import shutil
 import sys
 import sysconfig
@@ -70,7 +74,7 @@ from .pip_settings import QUIET_PIP_ENV, host_ca_bundle, host_pip_settings, step
 from .runtime import host_python, installed_record, runtime_pins, runtime_source
 from .wheels import runtime_wheels
 
-__all__ = ["MANIFEST", "VenvImage", "check_venv_image", "ensure_venv", "find_uv", "read_venv_image"]
+__all__ = ["MANIFEST", "VenvImage", "check_venv_image", "ensure_venv", "find_uv", "image_paths", "read_venv_image"]
 
 #: The file in each venv that records what the caller needs to run in it.
 MANIFEST = "apothic-image.json"
@@ -83,17 +87,26 @@ class VenvImage:
     Attributes:
         path: the venv (the stable symlink under ``root``).
         python: ``<path>/bin/python``.
-        env: the image's environment variables (``env`` steps, in order, plus
-            ``APOTHIC_IMAGE_ROOT``); add them to the container's environment.
-        workdir: the host folder standing for the image's ``workdir``, or None.
+        env: the image's environment variables (``env`` steps, in order); add them to the
+            container's environment.
+        workdir: the image's ``workdir`` (an absolute path in the image), or None.
         image_hash: :attr:`apothic.Image.hash`.
+        fs: the folder holding the image's files at their paths (``<fs>/app/data.txt`` is
+            ``/app/data.txt``).
+        paths: the image's folders (:func:`image_paths`) to show at their paths.
     """
 
     path: Path
     python: Path
     env: Mapping[str, str]
-    workdir: Path | None
+    workdir: str | None
     image_hash: str
+    fs: Path = Path("/nonexistent")
+    paths: tuple[str, ...] = ()
+
+    def folder(self, image_path: str) -> Path:
+        """The folder holding what the image put at ``image_path``."""
+        return self.fs / image_path.lstrip("/")
 
 
 def read_venv_image(path: Path) -> VenvImage:
@@ -107,9 +120,30 @@ def read_venv_image(path: Path) -> VenvImage:
         path=path,
         python=path / "bin" / "python",
         env=dict(data["env"]),
-        workdir=Path(data["workdir"]) if data.get("workdir") else None,
+        workdir=data.get("workdir") or None,
         image_hash=data["image_hash"],
+        fs=path / "fs",
+        paths=tuple(data.get("paths") or ()),
     )
+
+
+def image_paths(image: Image) -> list[str]:
+    """The image's folders a container shows at their paths: the folder of each added file, each
+    added directory, the workdir; the outermost of nested ones, ``/`` excluded when only the
+    workdir is there (a file added at ``/x`` gives ``/``, which the caller refuses)."""
+    found = []
+    for step in image.steps:
+        if isinstance(step, AddLocalFileStep):
+            found.append(posixpath.dirname(step.remote_path))
+        elif isinstance(step, AddLocalDirStep):
+            found.append(step.remote_path)
+        elif isinstance(step, WorkdirStep) and step.path != "/":
+            found.append(step.path)
+    outer: list[str] = []
+    for p in sorted(set(found), key=len):
+        if not any(p == o or p.startswith(o.rstrip("/") + "/") for o in outer):
+            outer.append(p)
+    return outer
 
 
 def find_uv() -> str | None:
@@ -169,7 +203,7 @@ def check_venv_image(image: Image) -> None:
 @functools.cache
 def _runtime_key() -> str:
     src = runtime_source()
-    digest = hashlib.sha256(b"apothic-venv-runtime-v1\n")
+    digest = hashlib.sha256(b"apothic-venv-runtime-v2\n")
     digest.update(f"{sys.version_info[:2]}\n{src.version}\n{src.requirements}\n".encode())
     digest.update(runtime_pins().encode())
     if src.source_root is not None:
@@ -252,7 +286,8 @@ def _copy_tree(src: str, dest: Path, ignore: tuple[str, ...]) -> None:
             shutil.copy2(full, dest / rel)
 
 
-def _rebase(fs: Path, remote: str) -> Path:
+def _in_fs(fs: Path, remote: str) -> Path:
+    """Where the venv keeps what the image puts at ``remote``."""
     return fs / remote.lstrip("/")
 
 
@@ -291,7 +326,7 @@ async def _build(image: Image, store: Path, run: _Runner) -> dict[str, Any]:
     fs = store / "fs"
     sources = store / "apothic-src"
     env: dict[str, str] = {}
-    workdir: Path | None = None
+    workdir: str | None = None
     for step in image.steps:
         name = step_name(step)
         run.start(name)
@@ -307,12 +342,12 @@ async def _build(image: Image, store: Path, run: _Runner) -> dict[str, Any]:
         elif isinstance(step, EnvStep):
             env.update(step.as_dict())
         elif isinstance(step, WorkdirStep):
-            workdir = _rebase(fs, step.path)
-            workdir.mkdir(parents=True, exist_ok=True)
+            workdir = step.path
+            _in_fs(fs, step.path).mkdir(parents=True, exist_ok=True)
         elif isinstance(step, AddLocalFileStep):
-            await asyncio.to_thread(_copy_file, step.local_path, _rebase(fs, step.remote_path))
+            await asyncio.to_thread(_copy_file, step.local_path, _in_fs(fs, step.remote_path))
         elif isinstance(step, AddLocalDirStep):
-            await asyncio.to_thread(_copy_tree, step.local_path, _rebase(fs, step.remote_path), step.ignore)
+            await asyncio.to_thread(_copy_tree, step.local_path, _in_fs(fs, step.remote_path), step.ignore)
         elif isinstance(step, AddLocalPythonSourceStep):
             for s in step.sources:
                 dest = sources / s.target
@@ -332,8 +367,7 @@ async def _build(image: Image, store: Path, run: _Runner) -> dict[str, Any]:
         "check",
         [str(py), "-c", "import apothic.runtime, sys; print('apothic runtime on', sys.version.split()[0])"],
     )
-    env["APOTHIC_IMAGE_ROOT"] = str(fs)
-    return {"image_hash": image.hash, "env": env, "workdir": str(workdir) if workdir else None}
+    return {"image_hash": image.hash, "env": env, "workdir": workdir, "paths": image_paths(image)}
 
 
 async def _lock(path: Path) -> int:

@@ -101,10 +101,11 @@ async def test_the_venv_has_apothic_the_packages_and_the_files(built, project):
     _, (path, _), outputs, _ = built
     image = read_venv_image(path)
     assert image.env["APOTHIC_TEST_FLAVOUR"] == "venv"
-    fs = Path(image.env["APOTHIC_IMAGE_ROOT"])
-    assert image.workdir == fs / "app" and image.workdir.is_dir()
-    assert (fs / "app" / "settings.toml").read_text() == "answer = 42\n"
-    assert sorted(p.name for p in (fs / "app" / "assets").iterdir()) == ["a.txt"]
+    # The image's paths are kept as written (the process provider shows them there), not rebased.
+    assert image.workdir == "/app" and image.paths == ("/app",)
+    assert "APOTHIC_IMAGE_ROOT" not in image.env
+    assert (image.folder("/app/settings.toml")).read_text() == "answer = 42\n"
+    assert sorted(p.name for p in image.folder("/app/assets").iterdir()) == ["a.txt"]
     log = "\n".join(outputs[0] + outputs[1])
     if find_uv() is None:
         assert "uv is not installed on this host; installing with pip instead" in log
@@ -116,7 +117,7 @@ async def test_the_venv_has_apothic_the_packages_and_the_files(built, project):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
         [str(image.python), "-c", script],
-        cwd=image.workdir,
+        cwd=image.folder("/app"),
         env=env,
         capture_output=True,
         text=True,
