@@ -17,30 +17,25 @@ import pytest
 from apothic.placement import Offer, compile_filters, rank
 from apothic.placement.providers.vast import (
     ProvisionFailed,
-    RetryPolicy,
     VastClient,
     provision,
 )
-from apothic.vastsim import Simulator, marked_pids
+from apothic.vastsim import Simulator
+
+from .running import fast_client, running_simulator
 
 KEY = "start-failures-key"
-FAST = RetryPolicy(attempts=4, base_s=0.01, max_s=0.05)
 
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    s = Simulator(api_key=KEY, catalogue_seed=41, loading_s=0.15)
-    s.start()
-    try:
+    with running_simulator(api_key=KEY, catalogue_seed=41, loading_s=0.15) as s:
         yield s
-    finally:
-        s.stop()
-        assert marked_pids(s.token + ":") == [], "an instance process outlived the simulator"
 
 
 @pytest.fixture
 async def client(sim: Simulator) -> AsyncIterator[VastClient]:
-    async with VastClient(api_key=KEY, base_url=sim.url, retry=FAST, timeout_s=5, reconcile_interval_s=0.05) as c:
+    async with fast_client(sim, KEY) as c:
         yield c
 
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 import requests
+from apothic.vastsim import Simulator, marked_pids
 from vastai import VastAI
 
-from apothic.vastsim import Simulator, marked_pids
+from .running import running_simulator
 
 KEY = "fidelity-key"
 VASTAI = str(Path(sys.executable).parent / "vastai")
@@ -27,13 +28,8 @@ VASTAI = str(Path(sys.executable).parent / "vastai")
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    s = Simulator(api_key=KEY, catalogue_seed=23, loading_s=0.15)
-    s.start()
-    try:
+    with running_simulator(api_key=KEY, catalogue_seed=23, loading_s=0.15) as s:
         yield s
-    finally:
-        s.stop()
-        assert marked_pids(s.token + ":") == [], "an instance process outlived the simulator"
 
 
 @pytest.fixture
