@@ -20,36 +20,11 @@ import apothic
 from apothic import App, Image, Volume
 
 from ..conftest import job_info, wait_until
+from .test_hostile import wait_for_the_supervisor
 
 pytestmark = pytest.mark.usefixtures("control_worker")
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def wait_for_the_supervisor() -> None:
-    """In a container: wait until its supervisor holds an established TCP connection (to the
-    Temporal server). It connects once a runtime serves; a death reported before then can reach
-    the server after its heartbeat timeout, which makes one infrastructure retry."""
-    import time
-
-    supervisor = os.getppid()
-    while True:
-        sockets = set()
-        for fd in os.listdir(f"/proc/{supervisor}/fd"):
-            try:
-                link = os.readlink(f"/proc/{supervisor}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                sockets.add(link[len("socket:["):-1])
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                rows = Path(table).read_text().splitlines()[1:]
-            except OSError:
-                continue
-            if any(row.split()[3] == "01" and row.split()[9] in sockets for row in rows):
-                return
-        time.sleep(0.1)
 
 
 def look(merged: str) -> dict:
