@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._contracts import EVENT_TYPES, NAME_RE, TERMINAL_EVENT_TYPES
+from .._invoke._output import retry_reason
 
 DEFAULT_LIMIT = 20
 # Open jobs described at once while listing (each is one DescribeWorkflowExecution).
@@ -315,13 +316,6 @@ def _where(where: Any) -> str:
     return f"{provider} on {host}" if provider and host else provider or host
 
 
-def _reason(text: str) -> str:
-    """A retry's reason without the exception's qualified name before its own message
-    (``builtins.ValueError: ValueError: boom`` reads ``ValueError: boom``)."""
-    match = re.match(r"^[\w.]+\.(\w+): (\1: .*)$", text, re.DOTALL)
-    return match.group(2) if match else text
-
-
 def event_lines(event: str, data: dict[str, Any]) -> list[str]:
     """The readable text of one event: usually one line, one per line for ``log`` and image
     build output, a message's further lines after its first."""
@@ -371,7 +365,7 @@ def event_lines(event: str, data: dict[str, Any]) -> list[str]:
         return [f"#{data.get('index')}: {_short(data.get('value'))}"]
     if event == "retry":
         wait, kind = data.get("retry_in_s"), data.get("kind")
-        why = _reason(str(data.get("reason") or ""))
+        why = retry_reason(str(data.get("reason") or ""))
         first, *more = why.splitlines() or [""]
         head = f"attempt {data.get('attempt')} failed ({first if kind == 'user' else f'{kind}: {first}'}); retrying"
         return [head + (f" in {wait:g} s" if isinstance(wait, (int, float)) else ""), *more]
