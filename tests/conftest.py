@@ -23,6 +23,24 @@ ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_IDLE_S = "4"
 
 
+def ctrl_c_reaches() -> None:
+    """``preexec_fn`` of a child that a test interrupts with SIGINT: Ctrl-C acts there as at a
+    terminal even when this run inherited SIGINT ignored (as a command started in the
+    background by a non-interactive shell does), which Python children keep ignoring."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def read_if_there(path: Path) -> bytes:
+    """A file's bytes, or none when it went between listing and reading (a container's files
+    come and go while a test searches them)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

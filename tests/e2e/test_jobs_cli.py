@@ -22,7 +22,7 @@ from apothic import RemoteFunction
 from apothic._cli._jobs import jobs_query, list_jobs
 from apothic._control._loop import run_blocking
 
-from ..conftest import ROOT, wait_until
+from ..conftest import ROOT, ctrl_c_reaches, wait_until
 from .cli import apothic
 
 pytestmark = pytest.mark.usefixtures("control_worker")
@@ -37,7 +37,7 @@ class Follower:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "apothic", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=dict(os.environ), cwd=str(ROOT),
+            env=dict(os.environ), cwd=str(ROOT), preexec_fn=ctrl_c_reaches,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import ctrl_c_reaches
+
 pytestmark = pytest.mark.usefixtures("control_worker")
 
 COLUMNS = 120
@@ -74,6 +76,7 @@ def run_on_terminal(
         env=environment(),
         cwd=str(path.parent),
         start_new_session=True,
+        preexec_fn=ctrl_c_reaches,
     )
     os.close(slave)
     out = bytearray()

@@ -31,7 +31,7 @@ from apothic import App, ControlPlaneClient, Image, PlacementError
 from apothic._control._config import load_settings
 from apothic._data._signing import payload_key
 
-from ..conftest import free_port, start_dev_server, start_worker, stop, wait_until
+from ..conftest import free_port, read_if_there, start_dev_server, start_worker, stop, wait_until
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 T = TypeVar("T")
@@ -266,7 +266,7 @@ def test_secrets_reach_every_provider_and_nothing_else(world: World, app_name: s
              if p.is_file() and not p.is_symlink() and p not in store]
     assert any(p.name == "worker-of-test.log" for p in files) and any("containers" in p.parts for p in files)
     for path in files:
-        records.append((str(path), path.read_bytes()))
+        records.append((str(path), read_if_there(path)))
     def where(secret: str) -> list[str]:
         needles = forms(secret)
         return [label for label, data in records if any(n in data for n in needles)]
