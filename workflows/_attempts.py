@@ -142,7 +142,7 @@ def classify(e: ActivityError, dep: Deployment, attempt: int = 0) -> Failure:
         kind = cause.type or ""
         detail = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
         return Failure(
-            error_kind(kind, cause.non_retryable, dep), f"{kind}: {cause.message}", error,
+            error_kind(kind, cause.non_retryable, dep), _typed(kind, cause.message), error,
             logs=str(detail.get("logs") or ""),
         )
     if isinstance(cause, TemporalTimeoutError):
@@ -180,6 +180,13 @@ def classify(e: ActivityError, dep: Deployment, attempt: int = 0) -> Failure:
         return Failure("final", "cancelled", cause)
     text = str(cause or e)
     return Failure("final", text, ApplicationError(text, type="RemoteError", non_retryable=True))
+
+
+def _typed(kind: str, message: str) -> str:
+    """A failure's reason: its message, after its type unless the message names it already (a
+    user's exception arrives as ``builtins.ValueError`` with the message ``ValueError: boom``)."""
+    short = kind.rsplit(".", 1)[-1]
+    return message if short and message.startswith(f"{short}:") else f"{kind}: {message}"
 
 
 async def resolve(app: str, function: str, version: int = 0) -> Deployment:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import sys
 import threading
 from datetime import datetime
@@ -41,13 +40,6 @@ MAX_WATCHERS = 64
 SETTLE_S = 1.0
 _SEEN_LIMIT = 4096
 _WATCHED = ["log", "image", "retry"]
-
-
-def retry_reason(text: str) -> str:
-    """A retry's reason without the exception's qualified name before its own message
-    (``builtins.ValueError: ValueError: boom`` reads ``ValueError: boom``)."""
-    match = re.match(r"^[\w.]+\.(\w+): (\1: .*)$", text, re.DOTALL)
-    return match.group(2) if match else text
 
 
 class _Output:
@@ -99,8 +91,7 @@ class _Output:
             self.write(self._image(data, at))
         elif event == "retry":
             wait, kind = data.get("retry_in_s"), data.get("kind")
-            reason = retry_reason(str(data.get("reason") or ""))
-            why = reason if kind == "user" else f"{kind}: {reason}"
+            why = data.get("reason") if kind == "user" else f"{kind}: {data.get('reason')}"
             self.write([f"{function}: attempt {data.get('attempt')} failed ({why}); retrying"
                         + (f" in {wait:g} s" if isinstance(wait, (int, float)) else "")], label, mark=mark)
 

@@ -153,7 +153,7 @@ def test_a_wrong_result_or_an_exception_fails_each_input_of_the_batch(app_name: 
     for job in jobs:  # each failed with the call's exception and was retried by its own policy
         attempts = job_info(os.environ["APOTHIC_TEMPORAL_ADDRESS"], job.job_id).attempts
         assert [(a.kind, a.reason) for a in attempts] == [
-            ("user", "builtins.ConnectionError: ConnectionError: upstream down for 2 inputs")
+            ("user", "ConnectionError: upstream down for 2 inputs")
         ]
 
 
