@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._contracts import EVENT_TYPES, NAME_RE, TERMINAL_EVENT_TYPES
-from .._invoke._output import retry_reason
 
 DEFAULT_LIMIT = 20
 # Open jobs described at once while listing (each is one DescribeWorkflowExecution).
@@ -217,15 +216,21 @@ def _limit(text: str) -> int:
     return value
 
 
-def _status(text: str) -> list[str]:
-    names = [s.strip().lower() for s in text.split(",") if s.strip()]
-    bad = [s for s in names if s not in STATUS_QUERY]
+def _one_of(text: str, allowed: tuple[str, ...] | dict[str, str], what: str, plural: str, example: str,
+            lower: bool = False) -> list[str]:
+    """A comma-separated list of names from ``allowed`` (``--status``, ``--types``)."""
+    names = [(n.lower() if lower else n) for n in (s.strip() for s in text.split(",")) if n]
+    bad = [n for n in names if n not in allowed]
     if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: unknown status{'es' if len(bad) > 1 else ''} {', '.join(map(repr, bad)) or '(none)'}; "
-            f"allowed: {', '.join(STATUS_QUERY)}. Fix: e.g. --status failed,timed_out."
+            f"{text!r}: unknown {plural if len(bad) > 1 else what} {', '.join(map(repr, bad)) or '(none)'}; "
+            f"allowed: {', '.join(allowed)}. Fix: e.g. {example}."
         )
     return names
+
+
+def _status(text: str) -> list[str]:
+    return _one_of(text, STATUS_QUERY, "status", "statuses", "--status failed,timed_out", lower=True)
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -267,14 +272,7 @@ def _name(kind: str) -> Callable[[str], str]:
 
 
 def _event_types(text: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [s for s in names if s not in EVENT_TYPES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: unknown event type{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad)) or '(none)'}; "
-            f"allowed: {', '.join(EVENT_TYPES)}. Fix: e.g. --types log,retry."
-        )
-    return names
+    return _one_of(text, EVENT_TYPES, "event type", "event types", "--types log,retry")
 
 
 def _seq(text: str) -> int:
@@ -365,7 +363,7 @@ def event_lines(event: str, data: dict[str, Any]) -> list[str]:
         return [f"#{data.get('index')}: {_short(data.get('value'))}"]
     if event == "retry":
         wait, kind = data.get("retry_in_s"), data.get("kind")
-        why = retry_reason(str(data.get("reason") or ""))
+        why = str(data.get("reason") or "")
         first, *more = why.splitlines() or [""]
         head = f"attempt {data.get('attempt')} failed ({first if kind == 'user' else f'{kind}: {first}'}); retrying"
         return [head + (f" in {wait:g} s" if isinstance(wait, (int, float)) else ""), *more]
